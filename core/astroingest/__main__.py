@@ -1,0 +1,5 @@
+import sys
+
+from astroingest.cli import main
+
+sys.exit(main())

@@ -1,0 +1,358 @@
+"""The run: plan every source, fetch politely and concurrently, verify, validate, land, record."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from astroingest import _version
+from astroingest._assets import Asset, Conditions, Download
+from astroingest._config import Config, Source
+from astroingest._exceptions import ConfigError, IntegrityError
+from astroingest._hosts import HostBudgets, HostLimit, RateLimiter, merge_limits
+from astroingest._http import PoliteClient, Timeouts, make_client, redact_url
+from astroingest._keys import sanitize_key
+from astroingest._ledger import Ledger, LedgerRecord, ledger_path
+from astroingest._plugins import Host
+from astroingest._progress import ProgressSink
+from astroingest._redact import Redactor
+from astroingest._report import AssetResult, RunReport, new_run_id, now_iso
+from astroingest._retry import RetryPolicy, describe
+from astroingest._sources import PlanContext
+from astroingest.stores._base import ObjectWriter, Store
+from astroingest.validation import QualityReport, choose
+
+log = logging.getLogger("astroingest")
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    only: Sequence[str] = ()
+    dry_run: bool = False
+
+
+@dataclass(slots=True)
+class _Landed:
+    sha256: str
+    size: int
+    quality: QualityReport
+
+
+class _Unchanged(Exception):
+    """Raised inside an attempt when the body equals what is already stored."""
+
+
+def select_sources(config: Config, only: Sequence[str]) -> list[Source]:
+    unknown = [name for name in only if name not in config.sources]
+    if unknown:
+        known = ", ".join(config.sources) or "none"
+        raise ConfigError(f"{config.path.name}: --only {unknown[0]}: no such source (known: {known})")
+    chosen = [config.sources[name] for name in only] if only else list(config.sources.values())
+    return [s for s in chosen if s.config.enabled or s.name in only]
+
+
+class Engine:
+    def __init__(
+        self, config: Config, host: Host, progress: ProgressSink, redactor: Redactor
+    ) -> None:
+        self.config = config
+        self.host = host
+        self.progress = progress
+        self.redact = redactor
+        defaults = config.defaults
+        self.retry = RetryPolicy(defaults.retries, defaults.backoff, defaults.max_backoff)
+        self.timeouts = Timeouts(defaults.connect_timeout, defaults.read_timeout)
+
+    def open_store(self, url: str) -> Store:
+        scheme = url.split("://", 1)[0]
+        options = self.config.store.model_dump(exclude={"raw", "cubes", "logs", "quarantine"})
+        return self.host.stores()[scheme].open(url, options)
+
+    async def run(self, options: RunOptions) -> RunReport:
+        sources = select_sources(self.config, options.only)
+        report = RunReport(new_run_id(), now_iso(), str(self.config.path), version=_version.__version__)
+        budgets = HostBudgets(
+            HostLimit("*", self.config.defaults.host_connections, self.config.defaults.host_rate),
+            merge_limits(self.host.host_limits(), self.config.hosts),
+        )
+        async with make_client(self.timeouts, self.config.defaults.concurrency * 2) as client:
+            polite = PoliteClient(client, budgets, self.retry)
+            if options.dry_run:
+                await self._plan_only(sources, polite, report)
+                report.finish("dry-run")
+                return report
+            await self._run(sources, polite, report)
+        return report
+
+    async def _run(self, sources: list[Source], client: PoliteClient, report: RunReport) -> None:
+        raw = self.open_store(self.config.store.raw)
+        quarantine = self.open_store(self.config.quarantine_url)
+        logs = self.open_store(self.config.store.logs)
+        for store in (raw, quarantine, logs):
+            if removed := await store.recover():
+                log.info("removed %d partial objects left by an interrupted run in %s", removed, store.url)
+        ledger = Ledger(ledger_path(logs.local_root(), logs.url))
+        fetcher = _Fetcher(self, client, raw, quarantine, ledger, report.run_id)
+        try:
+            await fetcher.fetch_all(sources, report)
+            report.finish("ok" if report.clean else "failed")
+        except asyncio.CancelledError:
+            report.finish("cancelled")
+            raise
+        finally:
+            ledger.close()
+            # Shielded: a second Ctrl-C must not leave the report half-written.
+            await asyncio.shield(logs.put_bytes(f"runs/{report.run_id}.json", report.to_json().encode()))
+
+    async def _plan_only(self, sources: list[Source], client: PoliteClient, report: RunReport) -> None:
+        for source in sources:
+            ctx = self._context(source, client)
+            try:
+                async for asset in source.type.plan(source.config, ctx):
+                    result = AssetResult(
+                        source.name, sanitize_key(asset.key), self.redact(redact_url(asset.url)),
+                        "planned", size=asset.size, sha256=asset.sha256,
+                    )
+                    report.assets.append(result)
+                    self.progress.planned()
+            except Exception as error:
+                report.add(self._plan_failure(source, error))
+
+    def _context(self, source: Source, client: PoliteClient) -> PlanContext:
+        limiter = RateLimiter(source.config.rate) if source.config.rate else None
+        return PlanContext(
+            source.name, client, self.config.directory, log.getChild(source.name), limiter
+        )
+
+    def _plan_failure(self, source: Source, error: BaseException) -> AssetResult:
+        message = self.redact(f"planning failed: {describe(error)}")
+        log.error("source %s: %s", source.name, message)
+        return AssetResult(source.name, None, None, "failed", error=message)
+
+
+class _Fetcher:
+    """Per-run state of the fetch phase: stores, ledger, semaphores."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        client: PoliteClient,
+        raw: Store,
+        quarantine: Store,
+        ledger: Ledger,
+        run_id: str,
+    ) -> None:
+        self.engine = engine
+        self.client = client
+        self.raw = raw
+        self.quarantine = quarantine
+        self.ledger = ledger
+        self.run_id = run_id
+        self.slots = asyncio.Semaphore(engine.config.defaults.concurrency)
+        self.validators = list(engine.host.validators().values())
+
+    async def fetch_all(self, sources: list[Source], report: RunReport) -> None:
+        async with asyncio.TaskGroup() as group:
+            for source in sources:
+                group.create_task(self._source(source, report, group))
+
+    async def _source(self, source: Source, report: RunReport, group: asyncio.TaskGroup) -> None:
+        ctx = self.engine._context(source, self.client)
+        own = asyncio.Semaphore(source.config.concurrency or self.engine.config.defaults.concurrency)
+        seen: set[str] = set()
+        try:
+            async for asset in source.type.plan(source.config, ctx):
+                self.engine.progress.planned()
+                await own.acquire()
+                await self.slots.acquire()
+                group.create_task(self._one(source, asset, ctx, seen, report, own))
+        except Exception as error:
+            result = self.engine._plan_failure(source, error)
+            report.add(result)
+            self.engine.progress.finished(result)
+
+    async def _one(
+        self,
+        source: Source,
+        asset: Asset,
+        ctx: PlanContext,
+        seen: set[str],
+        report: RunReport,
+        own: asyncio.Semaphore,
+    ) -> None:
+        try:
+            result = await self._fetch(source, asset, ctx, seen)
+        finally:
+            self.slots.release()
+            own.release()
+        report.add(result)
+        self.engine.progress.finished(result)
+
+    async def _fetch(
+        self, source: Source, asset: Asset, ctx: PlanContext, seen: set[str]
+    ) -> AssetResult:
+        url = self.engine.redact(redact_url(asset.url))
+        attempts = 0
+        try:
+            key = sanitize_key(asset.key)
+            if key in seen:
+                raise IntegrityError(f"two assets of source {source.name} share the key {key!r}")
+            seen.add(key)
+            prior = await self._prior(source, key)
+            conditions = Conditions(prior.etag, prior.last_modified) if prior else Conditions()
+            async with asyncio.timeout(self.engine.config.defaults.asset_timeout):
+                async for attempt in self.engine.retry.attempts(url):
+                    with attempt:
+                        attempts += 1
+                        result = await self._attempt(source, asset, key, url, ctx, conditions, prior)
+            result.attempts = attempts
+            return result
+        except TimeoutError:
+            error = f"gave up after {self.engine.config.defaults.asset_timeout:g} s (asset_timeout)"
+        except Exception as exc:
+            error = describe(exc)
+        return AssetResult(
+            source.name, asset.key, url, "failed", attempts=attempts, error=self.engine.redact(error)
+        )
+
+    async def _prior(self, source: Source, key: str) -> LedgerRecord | None:
+        """The ledger's record, but only while the object it describes is really still there."""
+        prior = await self.ledger.get(source.name, key)
+        if prior is None or await self.raw.stat(f"{source.name}/{key}") is None:
+            return None
+        return prior
+
+    def _opener(
+        self, asset: Asset, ctx: PlanContext
+    ) -> Callable[[Asset, Conditions], AbstractAsyncContextManager[Download]]:
+        if asset.opener is not None:
+            return asset.opener
+        return partial(self.client.open_asset, limiter=ctx.limiter)
+
+    async def _attempt(
+        self,
+        source: Source,
+        asset: Asset,
+        key: str,
+        url: str,
+        ctx: PlanContext,
+        conditions: Conditions,
+        prior: LedgerRecord | None,
+    ) -> AssetResult:
+        store_key = f"{source.name}/{key}"
+        async with self._opener(asset, ctx)(asset, conditions) as download:
+            if download.not_modified and prior is not None:
+                return _unchanged(source, key, url, prior)
+            try:
+                async with await self.raw.open_writer(store_key) as writer:
+                    landed = await self._stream(asset, download, writer)
+                    return await self._land(source, key, url, writer, landed, download, prior)
+            except _Unchanged:
+                assert prior is not None
+                # Same bytes under a new ETag: remember the new validators, keep the object.
+                await self._record(source, key, url, download, prior.size, prior.sha256, prior.run_id)
+                return _unchanged(source, key, url, prior)
+
+    async def _stream(self, asset: Asset, download: Download, writer: ObjectWriter) -> _Landed:
+        validator_type = choose(self.validators, asset.media_type or download.media_type, asset.key)
+        validator = validator_type.factory()
+        sha256 = hashlib.sha256()
+        md5 = hashlib.md5(usedforsecurity=False) if asset.md5 else None
+        size = 0
+        assert download.chunks is not None
+        async for chunk in download.chunks:
+            sha256.update(chunk)
+            if md5 is not None:
+                md5.update(chunk)
+            validator.feed(chunk)
+            await writer.write(chunk)
+            size += len(chunk)
+            self.engine.progress.transferred(len(chunk))
+        _check_integrity(asset, download, size, sha256.hexdigest(), md5.hexdigest() if md5 else None)
+        return _Landed(sha256.hexdigest(), size, validator.finish())
+
+    async def _land(
+        self,
+        source: Source,
+        key: str,
+        url: str,
+        writer: ObjectWriter,
+        landed: _Landed,
+        download: Download,
+        prior: LedgerRecord | None,
+    ) -> AssetResult:
+        quality = landed.quality
+        min_quality = source.config.min_quality
+        if min_quality is None:
+            min_quality = self.engine.config.defaults.min_quality
+        result = AssetResult(
+            source.name, key, url, "stored", size=landed.size, sha256=landed.sha256,
+            quality=quality.score, validator=quality.validator,
+        )
+        if quality.score < min_quality:
+            failed = ", ".join(f"{c.name}" + (f" ({c.detail})" if c.detail else "") for c in quality.failed())
+            result.status = "quarantined"
+            result.error = self.engine.redact(
+                f"quality {quality.score:.2f} below {min_quality:g}: {failed or 'no detail'}"
+            )
+            await writer.divert(self.quarantine, f"{source.name}/{key}", landed.sha256)
+            await self.quarantine.put_bytes(
+                f"{source.name}/{key}.quality.json", _quality_json(result, quality)
+            )
+            return result
+        if prior is not None and prior.sha256 == landed.sha256:
+            raise _Unchanged
+        await writer.commit(landed.sha256)
+        await self._record(source, key, url, download, landed.size, landed.sha256, self.run_id)
+        return result
+
+    async def _record(
+        self,
+        source: Source,
+        key: str,
+        url: str,
+        download: Download,
+        size: int,
+        sha256: str,
+        run_id: str,
+    ) -> None:
+        record = LedgerRecord(
+            source.name, key, url, download.etag, download.last_modified, size, sha256,
+            now_iso(), run_id,
+        )
+        await self.ledger.put(record)
+
+
+def _unchanged(source: Source, key: str, url: str, prior: LedgerRecord) -> AssetResult:
+    return AssetResult(source.name, key, url, "unchanged", size=prior.size, sha256=prior.sha256)
+
+
+def _check_integrity(
+    asset: Asset, download: Download, size: int, sha256: str, md5: str | None
+) -> None:
+    if download.content_length is not None and download.raw_bytes is not None:
+        received = download.raw_bytes()
+        if received != download.content_length:
+            raise IntegrityError(f"truncated body: {received} of {download.content_length} bytes")
+    if asset.size is not None and size != asset.size:
+        raise IntegrityError(f"size mismatch: got {size} bytes, expected {asset.size}")
+    if asset.sha256 is not None and sha256 != asset.sha256.lower():
+        raise IntegrityError(f"sha256 mismatch: got {sha256}, expected {asset.sha256.lower()}")
+    if asset.md5 is not None and md5 != asset.md5.lower():
+        raise IntegrityError(f"md5 mismatch: got {md5}, expected {asset.md5.lower()}")
+
+
+def _quality_json(result: AssetResult, quality: QualityReport) -> bytes:
+    document: dict[str, Any] = {
+        "source": result.source, "key": result.key, "url": result.url, "size": result.size,
+        "sha256": result.sha256, "quality": quality.as_dict(),
+    }
+    return (json.dumps(document, indent=2) + "\n").encode()

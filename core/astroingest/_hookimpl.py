@@ -1,0 +1,5 @@
+"""The public @hookimpl marker."""
+
+import pluggy
+
+hookimpl = pluggy.HookimplMarker("astroingest")

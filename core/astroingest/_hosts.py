@@ -1,0 +1,95 @@
+"""Per-host politeness: a connection cap and a request rate shared by every source on a host."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True, slots=True)
+class HostLimit:
+    """At most ``connections`` requests in flight and ``rate`` requests per second to ``host``.
+
+    ``rate = None`` means no rate limit beyond the connection cap.
+    """
+
+    host: str
+    connections: int
+    rate: float | None = None
+
+
+class RateLimiter:
+    """Spaces acquisitions ``1 / rate`` seconds apart (a token bucket holding one token).
+
+    A burst of one keeps us strictly within an archive's published requests/s even
+    when many tasks start at once.
+    """
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            now = asyncio.get_running_loop().time()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
+class HostBudget:
+    def __init__(self, limit: HostLimit) -> None:
+        self.limit = limit
+        self._slots = asyncio.Semaphore(limit.connections)
+        self._rate = RateLimiter(limit.rate) if limit.rate else None
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        async with self._slots:
+            if self._rate is not None:
+                await self._rate.acquire()
+            yield
+
+
+class HostBudgets:
+    """One budget per host, made on first use from the most specific limit known."""
+
+    def __init__(self, default: HostLimit, limits: Iterable[HostLimit] = ()) -> None:
+        self.default = default
+        self.limits: dict[str, HostLimit] = {}
+        for limit in limits:
+            self.limits[limit.host.lower()] = limit
+        self._budgets: dict[str, HostBudget] = {}
+
+    def for_url(self, url: str) -> HostBudget:
+        host = (urlsplit(url).hostname or "").lower()
+        budget = self._budgets.get(host)
+        if budget is None:
+            limit = self.limits.get(host) or HostLimit(
+                host, self.default.connections, self.default.rate
+            )
+            budget = self._budgets[host] = HostBudget(limit)
+        return budget
+
+
+def merge_limits(
+    plugin_limits: Iterable[HostLimit], user_limits: Mapping[str, HostLimit]
+) -> list[HostLimit]:
+    """Plugins' defaults (the strictest wins on a tie of host), then the user's overrides."""
+    merged: dict[str, HostLimit] = {}
+    for limit in plugin_limits:
+        host = limit.host.lower()
+        seen = merged.get(host)
+        merged[host] = limit if seen is None else _stricter(seen, limit)
+    merged.update({host.lower(): limit for host, limit in user_limits.items()})
+    return list(merged.values())
+
+
+def _stricter(a: HostLimit, b: HostLimit) -> HostLimit:
+    rates = [r for r in (a.rate, b.rate) if r]
+    return HostLimit(a.host, min(a.connections, b.connections), min(rates) if rates else None)

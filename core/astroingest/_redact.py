@@ -1,0 +1,39 @@
+"""Scrubbing secrets out of anything a person or a file will see."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+REDACTED = "***"
+_MIN_SECRET = 4  # shorter values would scrub ordinary words and digits
+
+
+class Redactor:
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets: set[str] = set()
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        self.secrets |= {s for s in secrets if len(s) >= _MIN_SECRET}
+        # Longest first, so a secret containing another is scrubbed whole.
+        self._ordered = sorted(self.secrets, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._ordered:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+
+class RedactingFilter(logging.Filter):
+    """Applies a Redactor to every record passing through a handler."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.redactor(record.getMessage())
+        record.args = None
+        return True

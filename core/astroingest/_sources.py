@@ -1,0 +1,79 @@
+"""Source types: a config model plus an async plan of assets."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from astroingest._assets import Asset
+from astroingest._hosts import RateLimiter
+from astroingest._http import PoliteClient
+
+
+def check_http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+class SourceConfig(BaseModel):
+    """Keys every source takes. A source type's model subclasses this and adds its own.
+
+    Strict: TOML types must match (``"16"`` is not ``16``); unknown keys are errors.
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    plugin: str
+    base_url: str | None = None
+    concurrency: int | None = Field(default=None, ge=1, le=256)
+    rate: float | None = Field(default=None, gt=0, le=1000)
+    enabled: bool = True
+    schedule: str | None = None
+    min_quality: float | None = Field(default=None, ge=0, le=1)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_base_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_http_url(value)
+
+
+ConfigT = TypeVar("ConfigT", bound=SourceConfig)
+
+
+@dataclass(slots=True)
+class PlanContext:
+    """What a plan function gets: its source's name, the polite client, where the config lives."""
+
+    source: str
+    client: PoliteClient
+    config_dir: Path
+    log: logging.Logger
+    limiter: RateLimiter | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+    async def get_json(self, url: str, **kwargs: Any) -> Any:
+        response = await self.client.request("GET", url, limiter=self.limiter, **kwargs)
+        return response.json()
+
+
+PlanFunction = Callable[[ConfigT, PlanContext], AsyncIterator[Asset]]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceType(Generic[ConfigT]):
+    """A kind of source, used as ``plugin = "<name>"`` in sources.toml.
+
+    ``plan(config, ctx)`` yields the assets to fetch; it may talk to the archive through
+    ``ctx.client`` (searches, job submission, paging).
+    """
+
+    name: str
+    config: type[ConfigT]
+    plan: PlanFunction[ConfigT]
+    description: str = ""

@@ -1,0 +1,250 @@
+"""The embedded local store: temp file beside the target, fsync, atomic rename.
+
+Every writer leaves a journal entry naming its temp file and process, so that a run
+killed with kill -9 can be cleaned up by the next one (``recover``) without scanning
+the whole tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import socket
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiofiles
+
+from astroingest._exceptions import StoreError, UnsafeKeyError
+from astroingest._hookimpl import hookimpl
+from astroingest._keys import sanitize_key
+from astroingest.stores._base import ObjectInfo, ObjectWriter, Store, StoreType
+
+JOURNAL = ".astroingest-pending"
+TEMP_SUFFIX = ".astroingest-part"
+
+
+def path_from_url(url: str) -> Path:
+    """The directory a ``file://`` URL names; relative URLs must be resolved by the caller."""
+    parts = urlsplit(url)
+    if parts.scheme != "file":
+        raise StoreError(f"not a file:// URL: {url}")
+    return Path(unquote(parts.netloc + parts.path))
+
+
+class LocalStore(Store):
+    def __init__(self, root: Path) -> None:
+        self.root = root.absolute()
+        self.url = self.root.as_uri()
+
+    def path_for(self, key: str) -> Path:
+        safe = sanitize_key(key)
+        path = (self.root / safe).absolute()
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise UnsafeKeyError(f"key {key!r} escapes {self.url}")
+        return path
+
+    def local_root(self) -> Path:
+        return self.root
+
+    async def open_writer(self, key: str) -> LocalWriter:
+        target = self.path_for(key)
+        return await asyncio.to_thread(LocalWriter.create, self, key, target)
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        path = self.path_for(key)
+        try:
+            st = await asyncio.to_thread(path.stat)
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(key=key, size=st.st_size)
+
+    async def read(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        async with aiofiles.open(self.path_for(key), "rb") as f:
+            while chunk := await f.read(chunk_size):
+                yield chunk
+
+    async def put_bytes(self, key: str, data: bytes) -> None:
+        writer = await self.open_writer(key)
+        async with writer:
+            await writer.write(data)
+            await writer.commit()
+
+    async def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(self.path_for(key).unlink)
+
+    async def recover(self) -> int:
+        return await asyncio.to_thread(self._recover)
+
+    def _recover(self) -> int:
+        journal = self.root / JOURNAL
+        if not journal.is_dir():
+            return 0
+        removed = 0
+        for entry in journal.iterdir():
+            try:
+                record = json.loads(entry.read_text())
+            except (OSError, ValueError):
+                continue
+            if _writer_alive(record):
+                continue
+            temp = self.root / record["temp"]
+            if temp.is_relative_to(self.root):
+                with contextlib.suppress(FileNotFoundError):
+                    temp.unlink()
+                    removed += 1
+            entry.unlink(missing_ok=True)
+        return removed
+
+    def adopt(self, temp: Path, key: str) -> None:
+        """Move a finished temp file under ``key`` atomically (rename, or copy across disks)."""
+        target = self.path_for(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(temp, target)
+        except OSError:
+            staged = target.with_name(f".{target.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
+            shutil.copyfile(temp, staged)
+            _fsync_path(staged)
+            os.replace(staged, target)
+            temp.unlink(missing_ok=True)
+        _fsync_dir(target.parent)
+
+
+def _writer_alive(record: Mapping[str, Any]) -> bool:
+    if record.get("host") != socket.gethostname():
+        return True  # another machine's writer: not ours to judge
+    try:
+        os.kill(int(record["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError):
+        return True
+    return True
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # some filesystems refuse fsync on directories
+        _fsync_path(path)
+
+
+class LocalWriter(ObjectWriter):
+    def __init__(self, store: LocalStore, key: str, target: Path, temp: Path, entry: Path) -> None:
+        self.store = store
+        self.key = key
+        self.target = target
+        self.temp = temp
+        self.entry = entry
+        self._fd: int | None = None
+        self._done = False
+
+    @classmethod
+    def create(cls, store: LocalStore, key: str, target: Path) -> LocalWriter:
+        token = secrets.token_hex(8)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.{token}{TEMP_SUFFIX}")
+        journal = store.root / JOURNAL
+        journal.mkdir(exist_ok=True)
+        entry = journal / f"{token}.json"
+        record = {
+            "temp": str(temp.relative_to(store.root)),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        }
+        # The journal entry exists before the temp file, so no temp file is ever untracked.
+        entry.write_text(json.dumps(record))
+        writer = cls(store, key, target, temp, entry)
+        writer._fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        return writer
+
+    async def write(self, chunk: bytes) -> None:
+        if self._fd is None:
+            raise StoreError(f"write after close: {self.key}")
+        await asyncio.to_thread(_write_all, self._fd, chunk)
+
+    async def commit(self, sha256: str | None = None) -> None:
+        await asyncio.to_thread(self._commit_to, self.store, self.key)
+
+    async def divert(self, store: Store, key: str, sha256: str | None = None) -> None:
+        if isinstance(store, LocalStore):
+            await asyncio.to_thread(self._commit_to, store, key)
+            return
+        await asyncio.to_thread(self._close)
+        async with await store.open_writer(key) as other:
+            async with aiofiles.open(self.temp, "rb") as f:
+                while chunk := await f.read(1 << 20):
+                    await other.write(chunk)
+            await other.commit(sha256)
+        await self.abort()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _commit_to(self, store: LocalStore, key: str) -> None:
+        self._close()
+        store.adopt(self.temp, key)
+        self._finish()
+
+    def _finish(self) -> None:
+        self._done = True
+        self.entry.unlink(missing_ok=True)
+
+    async def abort(self) -> None:
+        if self._done:
+            return
+        # Shielded so that a second Ctrl-C cannot leave the temp file behind.
+        await asyncio.shield(asyncio.to_thread(self._abort))
+
+    def _abort(self) -> None:
+        if self._done:
+            return
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+        self.temp.unlink(missing_ok=True)
+        self._finish()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def open_local_store(url: str, options: Mapping[str, Any]) -> LocalStore:
+    return LocalStore(path_from_url(url))
+
+
+def sha256_of_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@hookimpl
+def astroingest_stores() -> list[StoreType]:
+    return [StoreType("file", open_local_store, "embedded local store (temp file + atomic rename)")]

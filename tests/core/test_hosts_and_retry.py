@@ -1,0 +1,104 @@
+"""Politeness budgets and the retry policy."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+
+import pytest
+import tenacity
+
+from astroingest import RetryableError
+from astroingest._hosts import HostBudgets, HostLimit, RateLimiter, merge_limits
+from astroingest._retry import RetryPolicy, parse_retry_after
+
+
+async def test_rate_limiter_spaces_requests() -> None:
+    limiter = RateLimiter(20.0)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await asyncio.gather(*(limiter.acquire() for _ in range(6)))
+    # six acquisitions at 20/s: the last waits five intervals
+    assert loop.time() - start >= 5 * 0.05 - 0.01
+
+
+async def test_connection_cap_is_shared_by_every_caller_of_a_host() -> None:
+    budgets = HostBudgets(HostLimit("*", 8), [HostLimit("slow.example.org", connections=2)])
+    inflight = peak = 0
+
+    async def call(url: str) -> None:
+        nonlocal inflight, peak
+        async with budgets.for_url(url).slot():
+            inflight += 1
+            peak = max(peak, inflight)
+            await asyncio.sleep(0.01)
+            inflight -= 1
+
+    await asyncio.gather(*(call(f"https://SLOW.example.org/{i}") for i in range(10)))
+    assert peak == 2
+    assert budgets.for_url("https://other.org/").limit.connections == 8
+
+
+def test_merge_limits_strictest_plugin_then_user() -> None:
+    merged = merge_limits(
+        [HostLimit("a.org", 4, 10), HostLimit("A.org", 6, 3)],
+        {"b.org": HostLimit("b.org", 1, None)},
+    )
+    assert {m.host.lower(): (m.connections, m.rate) for m in merged} == {"a.org": (4, 3), "b.org": (1, None)}
+    assert merge_limits([HostLimit("a.org", 4, 10)], {"a.org": HostLimit("a.org", 32, None)})[0].connections == 32
+
+
+@pytest.mark.parametrize(("header", "seconds"), [("0", 0.0), ("7", 7.0), (None, None), ("soon", None)])
+def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header) == seconds
+
+
+def test_parse_retry_after_http_date() -> None:
+    now = time.time()
+    header = email.utils.formatdate(now + 30, usegmt=True)
+    value = parse_retry_after(header, now=now)
+    assert value is not None and 28 <= value <= 31
+
+
+def _state(error: BaseException, attempt: int = 1) -> tenacity.RetryCallState:
+    state = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = attempt
+    state.set_exception((type(error), error, None))
+    return state
+
+
+def test_retry_after_zero_still_waits_the_floor() -> None:
+    policy = RetryPolicy(retries=3, floor=0.2, ceiling=5)
+    assert policy.wait(_state(RetryableError("429", retry_after=0))) == 0.2
+    assert policy.wait(_state(RetryableError("429", retry_after=3))) == 3
+    assert policy.wait(_state(RetryableError("503", retry_after=999))) == 5
+
+
+def test_backoff_grows_with_jitter_within_bounds() -> None:
+    policy = RetryPolicy(retries=8, floor=0.1, ceiling=100)
+    waits = [policy.wait(_state(RetryableError("x"), attempt)) for attempt in range(1, 8)]
+    for attempt, wait in enumerate(waits, start=1):
+        assert 0.1 <= wait <= 0.1 + 0.1 * 2 ** (attempt - 1)
+
+
+async def test_attempts_retry_transient_errors_then_give_up() -> None:
+    policy = RetryPolicy(retries=2, floor=0.01, ceiling=0.02)
+    calls = 0
+    with pytest.raises(RetryableError):
+        async for attempt in policy.attempts("x"):
+            with attempt:
+                calls += 1
+                raise RetryableError("503")
+    assert calls == 3
+
+
+async def test_permanent_errors_are_not_retried() -> None:
+    policy = RetryPolicy(retries=5, floor=0.01)
+    calls = 0
+    with pytest.raises(ValueError):
+        async for attempt in policy.attempts("x"):
+            with attempt:
+                calls += 1
+                raise ValueError("bad")
+    assert calls == 1

@@ -1,0 +1,103 @@
+"""The embedded local store: nothing appears until commit; nothing partial survives."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from astroingest.stores.local import JOURNAL, TEMP_SUFFIX, LocalStore
+
+
+def leftovers(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.endswith(TEMP_SUFFIX)]
+
+
+async def test_commit_makes_the_object_appear_whole(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "raw")
+    async with await store.open_writer("src/a.bin") as writer:
+        await writer.write(b"hello ")
+        assert await store.stat("src/a.bin") is None
+        await writer.write(b"world")
+        await writer.commit()
+    assert (tmp_path / "raw/src/a.bin").read_bytes() == b"hello world"
+    assert leftovers(tmp_path) == []
+    assert list((tmp_path / "raw" / JOURNAL).iterdir()) == []
+
+
+async def test_leaving_without_commit_aborts(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    with pytest.raises(RuntimeError):
+        async with await store.open_writer("a.bin") as writer:
+            await writer.write(b"partial")
+            raise RuntimeError("body truncated")
+    assert not (tmp_path / "a.bin").exists()
+    assert leftovers(tmp_path) == []
+
+
+async def test_commit_replaces_atomically(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    await store.put_bytes("k", b"old")
+    async with await store.open_writer("k") as writer:
+        await writer.write(b"new")
+        assert (tmp_path / "k").read_bytes() == b"old"
+        await writer.commit()
+    assert (tmp_path / "k").read_bytes() == b"new"
+
+
+async def test_divert_moves_to_another_store(tmp_path: Path) -> None:
+    raw, quarantine = LocalStore(tmp_path / "raw"), LocalStore(tmp_path / "quarantine")
+    async with await raw.open_writer("s/x.fits") as writer:
+        await writer.write(b"<html>")
+        await writer.divert(quarantine, "s/x.fits")
+    assert (tmp_path / "quarantine/s/x.fits").read_bytes() == b"<html>"
+    assert not (tmp_path / "raw/s/x.fits").exists()
+    assert leftovers(tmp_path) == []
+
+
+async def test_read_back(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    await store.put_bytes("a", b"x" * 3_000_000)
+    chunks = [c async for c in store.read("a")]
+    assert b"".join(chunks) == b"x" * 3_000_000
+    info = await store.stat("a")
+    assert info is not None and info.size == 3_000_000
+
+
+async def test_recover_removes_temp_files_of_dead_writers_only(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    # A real process opens a writer, writes, and is killed with SIGKILL before committing.
+    script = (
+        "import asyncio, os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from astroingest.stores.local import LocalStore\n"
+        "async def main():\n"
+        f"    w = await LocalStore(Path({str(tmp_path)!r})).open_writer('dead/a.bin')\n"
+        "    await w.write(b'x' * 1000)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "asyncio.run(main())\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=False)
+    assert len(leftovers(tmp_path)) == 1
+    alive = await store.open_writer("alive/b.bin")  # ours, still open
+    await alive.write(b"y")
+    assert await store.recover() == 1
+    assert [p.parent.name for p in leftovers(tmp_path)] == ["alive"]
+    await alive.abort()
+    assert leftovers(tmp_path) == []
+    entries = list((tmp_path / JOURNAL).iterdir())
+    assert entries == [], [json.loads(e.read_text()) for e in entries]
+
+
+async def test_no_temp_file_is_ever_untracked(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    writer = await store.open_writer("a")
+    [entry] = list((tmp_path / JOURNAL).iterdir())
+    record = json.loads(entry.read_text())
+    assert (tmp_path / record["temp"]).exists()
+    assert record["pid"] == os.getpid()
+    await writer.abort()
