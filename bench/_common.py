@@ -14,9 +14,17 @@ from pathlib import Path
 def archive_process(directory: Path, latency: float = 0.0) -> Iterator[str]:
     """Serve ``directory`` from a separate process (so it does not share our GIL); yield its URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "astroingest._archive_server", "--dir", str(directory),
-         "--latency", str(latency)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "astroingest._archive_server",
+            "--dir",
+            str(directory),
+            "--latency",
+            str(latency),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None

@@ -2,7 +2,7 @@
 
 Prints astroingest's wall time (the engine in this process, and the whole CLI in a
 subprocess), a plain sequential httpx loop's over the same URLs, the ideal
-(500 × 50 ms / 32), and the ratios. Targets: ≤ 1.3× ideal, ≥ 15× faster than sequential.
+(500 x 50 ms / 32), and the ratios. Targets: <= 1.3x ideal, >= 15x faster than sequential.
 
     python bench/fetch_concurrency.py [--assets 500] [--latency 0.05] [--concurrency 32]
 """
@@ -20,13 +20,12 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import archive_process, run_measured  # noqa: E402
-
-from astroingest._config import load_config  # noqa: E402
-from astroingest._engine import Engine, RunOptions  # noqa: E402
-from astroingest._plugins import load_host  # noqa: E402
-from astroingest._progress import LogProgress  # noqa: E402
-from astroingest._redact import Redactor  # noqa: E402
+from _common import archive_process, run_measured
+from astroingest._config import load_config
+from astroingest._engine import Engine, RunOptions
+from astroingest._plugins import load_host
+from astroingest._progress import LogProgress
+from astroingest._redact import Redactor
 
 
 def main() -> None:
@@ -55,10 +54,16 @@ def main() -> None:
             sequential_s = _sequential(urls)
 
     ideal = args.assets * args.latency / args.concurrency
-    print(f"assets={args.assets} size={args.size} latency={args.latency * 1000:.0f}ms concurrency={args.concurrency}")
+    print(
+        f"assets={args.assets} size={args.size} latency={args.latency * 1000:.0f}ms concurrency={args.concurrency}"
+    )
     print(f"ideal                     {ideal:8.3f} s")
-    print(f"astroingest engine        {engine_s:8.3f} s   {engine_s / ideal:5.2f}x ideal   {sequential_s / engine_s:6.1f}x faster than sequential")
-    print(f"astroingest CLI (process) {cli_s:8.3f} s   {cli_s / ideal:5.2f}x ideal   {sequential_s / cli_s:6.1f}x faster than sequential   exit {status}")
+    print(
+        f"astroingest engine        {engine_s:8.3f} s   {engine_s / ideal:5.2f}x ideal   {sequential_s / engine_s:6.1f}x faster than sequential"
+    )
+    print(
+        f"astroingest CLI (process) {cli_s:8.3f} s   {cli_s / ideal:5.2f}x ideal   {sequential_s / cli_s:6.1f}x faster than sequential   exit {status}"
+    )
     print(f"sequential httpx loop     {sequential_s:8.3f} s")
 
 
@@ -82,7 +87,9 @@ def _engine_run(directory: Path, toml: str) -> float:
 
 def _cli_run(directory: Path, toml: str) -> tuple[int, float, int]:
     path = _write(directory, toml)
-    return run_measured([sys.executable, "-m", "astroingest", "run", "--sources", str(path), "--no-progress"])
+    return run_measured(
+        [sys.executable, "-m", "astroingest", "run", "--sources", str(path), "--no-progress"]
+    )
 
 
 def _sequential(urls: list[str]) -> float:

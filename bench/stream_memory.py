@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import archive_process, run_measured  # noqa: E402
+from _common import archive_process, run_measured
 
 MIB = 1024 * 1024
 
@@ -41,17 +41,33 @@ def main() -> None:
                 sources.parent.mkdir()
                 sources.write_text(f'[sources.m]\nplugin = "http"\nurls = ["{base}/{name}"]\n')
                 if name == "small.bin":
-                    _, _, baseline = run_measured([sys.executable, "-m", "astroingest", "check", "--sources", str(sources)])
+                    _, _, baseline = run_measured(
+                        [sys.executable, "-m", "astroingest", "check", "--sources", str(sources)]
+                    )
                 status, wall, rss = run_measured(
-                    [sys.executable, "-m", "astroingest", "run", "--sources", str(sources), "--no-progress"]
+                    [
+                        sys.executable,
+                        "-m",
+                        "astroingest",
+                        "run",
+                        "--sources",
+                        str(sources),
+                        "--no-progress",
+                    ]
                 )
                 landed = root / name / "astroingest-data" / "raw" / "m" / name
-                assert status == 0 and _sha256(landed) == digests[name], f"{name}: run failed or wrong bytes"
+                assert status == 0 and _sha256(landed) == digests[name], (
+                    f"{name}: run failed or wrong bytes"
+                )
                 results[name] = (wall, rss)
     (small_wall, small_rss), (large_wall, large_rss) = results["small.bin"], results["large.bin"]
     print(f"baseline (astroingest check)   peak RSS {baseline / MIB:7.1f} MiB")
-    print(f"{args.small_mib:5d} MiB asset                peak RSS {small_rss / MIB:7.1f} MiB   {small_wall:6.2f} s  {args.small_mib / small_wall:7.1f} MiB/s")
-    print(f"{args.large_mib:5d} MiB asset                peak RSS {large_rss / MIB:7.1f} MiB   {large_wall:6.2f} s  {args.large_mib / large_wall:7.1f} MiB/s")
+    print(
+        f"{args.small_mib:5d} MiB asset                peak RSS {small_rss / MIB:7.1f} MiB   {small_wall:6.2f} s  {args.small_mib / small_wall:7.1f} MiB/s"
+    )
+    print(
+        f"{args.large_mib:5d} MiB asset                peak RSS {large_rss / MIB:7.1f} MiB   {large_wall:6.2f} s  {args.large_mib / large_wall:7.1f} MiB/s"
+    )
     print(f"large / small peak RSS         {large_rss / small_rss:7.3f}")
 
 

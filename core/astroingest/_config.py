@@ -20,7 +20,9 @@ from astroingest._plugins import Host
 from astroingest._sources import SourceConfig, SourceType
 
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
-SECRET_FIELD = re.compile(r"(token|password|passwd|secret|api_?key|credential|authorization|cookie)", re.I)
+SECRET_FIELD = re.compile(
+    r"(token|password|passwd|secret|api_?key|credential|authorization|cookie)", re.I
+)
 DEFAULT_DATA_DIR = "./astroingest-data"
 
 
@@ -99,7 +101,7 @@ def load_config(path: Path, host: Host) -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{label}: TOML syntax error: {error}") from None
+        raise ConfigError(_toml_line(label, text, error)) from None
     secrets: set[str] = set()
     try:
         data = interpolate(data, environment_for(path), secrets)
@@ -115,9 +117,7 @@ def load_config(path: Path, host: Host) -> Config:
 
     store = _resolve_store(label, root.store, path.parent, host)
     sources = _resolve_sources(label, text, root.sources, host, secrets)
-    hosts = {
-        name: HostLimit(name, h.connections, h.rate) for name, h in root.hosts.items()
-    }
+    hosts = {name: HostLimit(name, h.connections, h.rate) for name, h in root.hosts.items()}
     return Config(path, store, root.defaults, hosts, sources, frozenset(secrets))
 
 
@@ -146,10 +146,14 @@ def _resolve_sources(
         seen[name.casefold()] = name
         plugin = table.get("plugin")
         if not isinstance(plugin, str):
-            raise ConfigError(f"{label}: {where} plugin: required, a source type name such as \"http\"")
+            raise ConfigError(
+                f'{label}: {where} plugin: required, a source type name such as "http"'
+            )
         if plugin not in types:
             known = ", ".join(sorted(types)) or "none"
-            raise ConfigError(f"{label}: {where} plugin: unknown source type {plugin!r} (known: {known})")
+            raise ConfigError(
+                f"{label}: {where} plugin: unknown source type {plugin!r} (known: {known})"
+            )
         source_type = types[plugin]
         try:
             config = source_type.config.model_validate(table)
@@ -207,6 +211,15 @@ def _resolve_url(label: str, role: str, url: str, base: Path, schemes: Mapping[s
     return path.absolute().as_uri()
 
 
+def _toml_line(label: str, text: str, error: tomllib.TOMLDecodeError) -> str:
+    message = str(error)
+    at = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if at:
+        return f"{label}: line {at.group(1)}: TOML syntax error: {message[: at.start()]}"
+    line = max(1, len(text.rstrip("\n").splitlines()))
+    return f"{label}: line {line}: TOML syntax error: {message.split(' (at ')[0]} at end of file"
+
+
 def _where(loc: tuple[str | int, ...]) -> str:
     if not loc:
         return "(top level)"
@@ -221,7 +234,7 @@ def _pydantic_line(
 ) -> str:
     first = error.errors()[0]
     loc = (*prefix, *first["loc"])
-    message = first["msg"]
+    message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key"
     if first["type"] == "missing":
@@ -235,7 +248,9 @@ def _line_of(text: str, loc: tuple[str | int, ...]) -> int | None:
     """The line of ``key =`` inside the table that ``loc`` names, if it can be found."""
     strs = [str(p) for p in loc]
     for split in range(len(strs) - 1, 0, -1):
-        header = re.compile(r"^\s*\[\s*" + r"\s*\.\s*".join(map(re.escape, strs[:split])) + r"\s*\]")
+        header = re.compile(
+            r"^\s*\[\s*" + r"\s*\.\s*".join(map(re.escape, strs[:split])) + r"\s*\]"
+        )
         key = re.compile(r"^\s*" + re.escape(strs[split]) + r"\s*=")
         inside = False
         for number, line in enumerate(text.splitlines(), start=1):

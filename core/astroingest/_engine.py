@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -54,7 +53,9 @@ def select_sources(config: Config, only: Sequence[str]) -> list[Source]:
     unknown = [name for name in only if name not in config.sources]
     if unknown:
         known = ", ".join(config.sources) or "none"
-        raise ConfigError(f"{config.path.name}: --only {unknown[0]}: no such source (known: {known})")
+        raise ConfigError(
+            f"{config.path.name}: --only {unknown[0]}: no such source (known: {known})"
+        )
     chosen = [config.sources[name] for name in only] if only else list(config.sources.values())
     return [s for s in chosen if s.config.enabled or s.name in only]
 
@@ -78,7 +79,9 @@ class Engine:
 
     async def run(self, options: RunOptions) -> RunReport:
         sources = select_sources(self.config, options.only)
-        report = RunReport(new_run_id(), now_iso(), str(self.config.path), version=_version.__version__)
+        report = RunReport(
+            new_run_id(), now_iso(), str(self.config.path), version=_version.__version__
+        )
         budgets = HostBudgets(
             HostLimit("*", self.config.defaults.host_connections, self.config.defaults.host_rate),
             merge_limits(self.host.host_limits(), self.config.hosts),
@@ -98,7 +101,11 @@ class Engine:
         logs = self.open_store(self.config.store.logs)
         for store in (raw, quarantine, logs):
             if removed := await store.recover():
-                log.info("removed %d partial objects left by an interrupted run in %s", removed, store.url)
+                log.info(
+                    "removed %d partial objects left by an interrupted run in %s",
+                    removed,
+                    store.url,
+                )
         ledger = Ledger(ledger_path(logs.local_root(), logs.url))
         fetcher = _Fetcher(self, client, raw, quarantine, ledger, report.run_id)
         try:
@@ -110,16 +117,24 @@ class Engine:
         finally:
             ledger.close()
             # Shielded: a second Ctrl-C must not leave the report half-written.
-            await asyncio.shield(logs.put_bytes(f"runs/{report.run_id}.json", report.to_json().encode()))
+            await asyncio.shield(
+                logs.put_bytes(f"runs/{report.run_id}.json", report.to_json().encode())
+            )
 
-    async def _plan_only(self, sources: list[Source], client: PoliteClient, report: RunReport) -> None:
+    async def _plan_only(
+        self, sources: list[Source], client: PoliteClient, report: RunReport
+    ) -> None:
         for source in sources:
             ctx = self._context(source, client)
             try:
                 async for asset in source.type.plan(source.config, ctx):
                     result = AssetResult(
-                        source.name, sanitize_key(asset.key), self.redact(redact_url(asset.url)),
-                        "planned", size=asset.size, sha256=asset.sha256,
+                        source.name,
+                        sanitize_key(asset.key),
+                        self.redact(redact_url(asset.url)),
+                        "planned",
+                        size=asset.size,
+                        sha256=asset.sha256,
                     )
                     report.assets.append(result)
                     self.progress.planned()
@@ -166,7 +181,9 @@ class _Fetcher:
 
     async def _source(self, source: Source, report: RunReport, group: asyncio.TaskGroup) -> None:
         ctx = self.engine._context(source, self.client)
-        own = asyncio.Semaphore(source.config.concurrency or self.engine.config.defaults.concurrency)
+        own = asyncio.Semaphore(
+            source.config.concurrency or self.engine.config.defaults.concurrency
+        )
         seen: set[str] = set()
         try:
             async for asset in source.type.plan(source.config, ctx):
@@ -212,7 +229,9 @@ class _Fetcher:
                 async for attempt in self.engine.retry.attempts(url):
                     with attempt:
                         attempts += 1
-                        result = await self._attempt(source, asset, key, url, ctx, conditions, prior)
+                        result = await self._attempt(
+                            source, asset, key, url, ctx, conditions, prior
+                        )
             result.attempts = attempts
             return result
         except TimeoutError:
@@ -220,7 +239,12 @@ class _Fetcher:
         except Exception as exc:
             error = describe(exc)
         return AssetResult(
-            source.name, asset.key, url, "failed", attempts=attempts, error=self.engine.redact(error)
+            source.name,
+            asset.key,
+            url,
+            "failed",
+            attempts=attempts,
+            error=self.engine.redact(error),
         )
 
     async def _prior(self, source: Source, key: str) -> LedgerRecord | None:
@@ -258,7 +282,9 @@ class _Fetcher:
             except _Unchanged:
                 assert prior is not None
                 # Same bytes under a new ETag: remember the new validators, keep the object.
-                await self._record(source, key, url, download, prior.size, prior.sha256, prior.run_id)
+                await self._record(
+                    source, key, url, download, prior.size, prior.sha256, prior.run_id
+                )
                 return _unchanged(source, key, url, prior)
 
     async def _stream(self, asset: Asset, download: Download, writer: ObjectWriter) -> _Landed:
@@ -276,7 +302,9 @@ class _Fetcher:
             await writer.write(chunk)
             size += len(chunk)
             self.engine.progress.transferred(len(chunk))
-        _check_integrity(asset, download, size, sha256.hexdigest(), md5.hexdigest() if md5 else None)
+        _check_integrity(
+            asset, download, size, sha256.hexdigest(), md5.hexdigest() if md5 else None
+        )
         return _Landed(sha256.hexdigest(), size, validator.finish())
 
     async def _land(
@@ -294,11 +322,19 @@ class _Fetcher:
         if min_quality is None:
             min_quality = self.engine.config.defaults.min_quality
         result = AssetResult(
-            source.name, key, url, "stored", size=landed.size, sha256=landed.sha256,
-            quality=quality.score, validator=quality.validator,
+            source.name,
+            key,
+            url,
+            "stored",
+            size=landed.size,
+            sha256=landed.sha256,
+            quality=quality.score,
+            validator=quality.validator,
         )
         if quality.score < min_quality:
-            failed = ", ".join(f"{c.name}" + (f" ({c.detail})" if c.detail else "") for c in quality.failed())
+            failed = ", ".join(
+                f"{c.name}" + (f" ({c.detail})" if c.detail else "") for c in quality.failed()
+            )
             result.status = "quarantined"
             result.error = self.engine.redact(
                 f"quality {quality.score:.2f} below {min_quality:g}: {failed or 'no detail'}"
@@ -325,8 +361,15 @@ class _Fetcher:
         run_id: str,
     ) -> None:
         record = LedgerRecord(
-            source.name, key, url, download.etag, download.last_modified, size, sha256,
-            now_iso(), run_id,
+            source.name,
+            key,
+            url,
+            download.etag,
+            download.last_modified,
+            size,
+            sha256,
+            now_iso(),
+            run_id,
         )
         await self.ledger.put(record)
 
@@ -352,7 +395,11 @@ def _check_integrity(
 
 def _quality_json(result: AssetResult, quality: QualityReport) -> bytes:
     document: dict[str, Any] = {
-        "source": result.source, "key": result.key, "url": result.url, "size": result.size,
-        "sha256": result.sha256, "quality": quality.as_dict(),
+        "source": result.source,
+        "key": result.key,
+        "url": result.url,
+        "size": result.size,
+        "sha256": result.sha256,
+        "quality": quality.as_dict(),
     }
     return (json.dumps(document, indent=2) + "\n").encode()

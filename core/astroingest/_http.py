@@ -27,7 +27,9 @@ class Timeouts:
 def make_client(timeouts: Timeouts, max_connections: int) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeouts.read, connect=timeouts.connect, pool=None),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
         headers={"User-Agent": USER_AGENT},
         follow_redirects=True,
     )
@@ -47,9 +49,7 @@ def check_status(response: httpx.Response, what: str) -> None:
 class PoliteClient:
     """What plugins get to talk HTTP with: every request waits for its host's budget."""
 
-    def __init__(
-        self, client: httpx.AsyncClient, budgets: HostBudgets, retry: RetryPolicy
-    ) -> None:
+    def __init__(self, client: httpx.AsyncClient, budgets: HostBudgets, retry: RetryPolicy) -> None:
         self.client = client
         self.budgets = budgets
         self.retry = retry
@@ -106,7 +106,7 @@ class PoliteClient:
         async with self.stream("GET", asset.url, what=what, limiter=limiter, headers=headers) as r:
             length = r.headers.get("Content-Length")
             yield Download(
-                chunks=None if r.status_code == 304 else r.aiter_bytes(1 << 16),
+                chunks=None if r.status_code == 304 else r.aiter_bytes(),
                 not_modified=r.status_code == 304,
                 etag=r.headers.get("ETag"),
                 last_modified=r.headers.get("Last-Modified"),

@@ -46,7 +46,9 @@ def interpolate(
     return value
 
 
-def _substitute(text: str, env: Mapping[str, str], secrets: set[str], where: tuple[str | int, ...]) -> str:
+def _substitute(
+    text: str, env: Mapping[str, str], secrets: set[str], where: tuple[str | int, ...]
+) -> str:
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
         if name is None:

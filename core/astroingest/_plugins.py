@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pluggy
 
@@ -80,11 +80,15 @@ class Host:
         return self._collect("astroingest_source_types", "source type", lambda t: t.name)
 
     def stores(self) -> dict[str, StoreType]:
-        found = self._collect("astroingest_stores", "store scheme", lambda t: t.scheme)
+        found: dict[str, tuple[StoreType, str]] = self._collect(
+            "astroingest_stores", "store scheme", lambda t: t.scheme
+        )
         return {n: t for n, (t, _) in found.items()}
 
     def validators(self) -> dict[str, ValidatorType]:
-        found = self._collect("astroingest_validators", "validator", lambda t: t.name)
+        found: dict[str, tuple[ValidatorType, str]] = self._collect(
+            "astroingest_validators", "validator", lambda t: t.name
+        )
         return {n: t for n, (t, _) in found.items()}
 
     def host_limits(self) -> list[HostLimit]:
@@ -101,9 +105,9 @@ class Host:
             for item in self._call(impl):
                 name = key(item)
                 if name in found:
+                    first, second = self._describe(found[name][1]), self._describe(impl.plugin_name)
                     raise PluginConflictError(
-                        f"{kind} {name!r} is registered twice: by "
-                        f"{self._describe(found[name][1])} and by {self._describe(impl.plugin_name)}"
+                        f"{kind} {name!r} is registered twice: by {first} and by {second}"
                     )
                 found[name] = (item, impl.plugin_name)
         return found
@@ -111,9 +115,9 @@ class Host:
     def _call(self, impl: pluggy.HookImpl) -> list[Any]:
         info = self.infos.get(impl.plugin_name)
         if info is None or info.builtin:
-            return list(impl.function() or [])
+            return list(cast(Iterable[Any], impl.function() or []))
         try:
-            return list(impl.function() or [])
+            return list(cast(Iterable[Any], impl.function() or []))
         except Exception as error:  # reported and skipped, like a plugin that fails to import
             self.skip(impl.plugin_name, error)
             return []

@@ -42,7 +42,9 @@ class LogProgress:
         level = logging.WARNING if result.status in ("failed", "quarantined") else logging.INFO
         detail = f": {result.error}" if result.error else ""
         size = f" {result.size} bytes" if result.size is not None else ""
-        log.log(level, "%s %s/%s%s%s", result.status, result.source, result.key or "-", size, detail)
+        log.log(
+            level, "%s %s/%s%s%s", result.status, result.source, result.key or "-", size, detail
+        )
 
     def close(self) -> None:
         pass

@@ -40,18 +40,20 @@ class RetryPolicy:
     """``retries`` further attempts after the first, exponential backoff with full jitter.
 
     ``floor`` is the least any retry waits, also when Retry-After says 0 or is absent:
-    an archive that is struggling gets a breather whatever it says.
+    an archive that is struggling gets a breather whatever it says. A Retry-After is
+    honoured even above ``ceiling``, up to ``retry_after_cap``.
     """
 
     retries: int = 5
     floor: float = 0.5
     ceiling: float = 60.0
+    retry_after_cap: float = 600.0  # the server's word beats our ceiling, within reason
 
     def wait(self, state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
-        retry_after = getattr(error, "retry_after", None)
+        retry_after: float | None = getattr(error, "retry_after", None)
         if retry_after is not None:
-            return min(self.ceiling, max(self.floor, retry_after))
+            return min(self.retry_after_cap, max(self.floor, retry_after))
         backoff = self.floor * 2 ** (state.attempt_number - 1)
         return min(self.ceiling, self.floor + random.uniform(0, backoff))
 
@@ -60,7 +62,11 @@ class RetryPolicy:
             error = state.outcome.exception() if state.outcome else None
             wait = state.next_action.sleep if state.next_action else 0.0
             log.info(
-                "retry %d/%d for %s in %.2fs: %s", state.attempt_number, self.retries, what, wait,
+                "retry %d/%d for %s in %.2fs: %s",
+                state.attempt_number,
+                self.retries,
+                what,
+                wait,
                 describe(error),
             )
 

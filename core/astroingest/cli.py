@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--no-plugins", action="store_true", help="load only the built-in plugins (no entry points)"
     )
@@ -47,9 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", parents=[common], help="fetch every source into the store")
     run.add_argument("--sources", type=Path, required=True, help="path to sources.toml")
-    run.add_argument("--only", action="append", default=[], metavar="NAME", help="only this source (repeatable)")
+    run.add_argument(
+        "--only", action="append", default=[], metavar="NAME", help="only this source (repeatable)"
+    )
     run.add_argument("--dry-run", action="store_true", help="plan and print what would be fetched")
-    run.add_argument("--no-progress", action="store_true", help="plain log lines even on a terminal")
+    run.add_argument(
+        "--no-progress", action="store_true", help="plain log lines even on a terminal"
+    )
 
     check = commands.add_parser("check", parents=[common], help="validate sources.toml offline")
     check.add_argument("--sources", type=Path, required=True, help="path to sources.toml")
@@ -110,7 +114,7 @@ def _check(config: Config, host: Host) -> int:
 
 def _plugins(host: Host, as_json: bool) -> int:
     owners = host.source_types_by_plugin()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, info in host.infos.items():
         plugin = host.pm.get_plugin(name)
         own = sorted(t for t, (_, owner) in owners.items() if owner == name)
@@ -124,15 +128,20 @@ def _plugins(host: Host, as_json: bool) -> int:
                 "hooks": host.hooks_of(name) if plugin else [],
             }
         )
-    broken = [{"name": b.name, "distribution": b.distribution, "error": b.error} for b in host.broken]
+    broken = [
+        {"name": b.name, "distribution": b.distribution, "error": b.error} for b in host.broken
+    ]
     if as_json:
         print(json.dumps({"plugins": rows, "broken": broken}, indent=2))
         return EXIT_OK
     table = Table("plugin", "distribution", "version", "source types", "hooks")
     for row in rows:
         table.add_row(
-            str(row["name"]), str(row["distribution"]), str(row["version"]),
-            ", ".join(row["source_types"]), ", ".join(h.removeprefix("astroingest_") for h in row["hooks"]),  # type: ignore[arg-type, union-attr]
+            str(row["name"]),
+            str(row["distribution"]),
+            str(row["version"]),
+            ", ".join(row["source_types"]),
+            ", ".join(h.removeprefix("astroingest_") for h in row["hooks"]),
         )
     Console().print(table)
     for b in broken:
@@ -140,7 +149,9 @@ def _plugins(host: Host, as_json: bool) -> int:
     return EXIT_OK
 
 
-def _run(config: Config, host: Host, args: argparse.Namespace, redactor: Redactor, console: Console) -> int:
+def _run(
+    config: Config, host: Host, args: argparse.Namespace, redactor: Redactor, console: Console
+) -> int:
     select_sources(config, args.only)  # unknown --only names are usage errors, before any network
     use_bar = console.is_terminal and not args.no_progress and not args.dry_run
     progress: ProgressSink = BarProgress(console) if use_bar else LogProgress()
@@ -188,12 +199,21 @@ def _print_summary(report: RunReport, config: Config) -> None:
         table.add_column(column, justify="left" if column == "source" else "right")
     by_source: dict[str, dict[str, int]] = {}
     for asset in report.assets:
-        counts = by_source.setdefault(asset.source, dict.fromkeys(("stored", "unchanged", "quarantined", "failed", "bytes"), 0))
+        counts = by_source.setdefault(
+            asset.source,
+            dict.fromkeys(("stored", "unchanged", "quarantined", "failed", "bytes"), 0),
+        )
         counts[asset.status] = counts.get(asset.status, 0) + 1
         if asset.status == "stored":
             counts["bytes"] += asset.size or 0
     for source, counts in by_source.items():
-        table.add_row(source, *(str(counts[c]) if c != "bytes" else human_bytes(counts[c]) for c in ("stored", "unchanged", "quarantined", "failed", "bytes")))
+        table.add_row(
+            source,
+            *(
+                str(counts[c]) if c != "bytes" else human_bytes(counts[c])
+                for c in ("stored", "unchanged", "quarantined", "failed", "bytes")
+            ),
+        )
     Console(width=120).print(table)
     for asset in report.assets:
         if asset.status in ("failed", "quarantined"):

@@ -11,7 +11,7 @@ the engine owns. Implement any subset; a plugin is a module (or object) with
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -25,7 +25,7 @@ _hookspec = pluggy.HookspecMarker("astroingest")
 
 
 @_hookspec
-def astroingest_source_types() -> list[SourceType]:  # type: ignore[empty-body]
+def astroingest_source_types() -> list[SourceType[Any]]:  # type: ignore[empty-body]
     """Source types this plugin provides; each is used as ``plugin = "<name>"`` in sources.toml.
 
     A source type pairs a pydantic config model (a subclass of ``SourceConfig``) with an

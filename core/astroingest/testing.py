@@ -85,7 +85,9 @@ def local_archive() -> Iterator[ArchiveServer]:
 def astroingest_run(astroingest_host: Host, tmp_path: Path) -> Callable[..., RunReport]:
     """Run the real engine on a sources.toml text; the store lives under tmp_path."""
 
-    def run(sources_toml: str, *, only: tuple[str, ...] = (), name: str = "sources.toml") -> RunReport:
+    def run(
+        sources_toml: str, *, only: tuple[str, ...] = (), name: str = "sources.toml"
+    ) -> RunReport:
         path = tmp_path / name
         path.write_text(textwrap.dedent(sources_toml))
         config = load_config(path, astroingest_host)

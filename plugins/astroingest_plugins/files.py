@@ -1,7 +1,8 @@
-"""``plugin = "files"``: local paths and globs, through the same checksums, validation and ledger."""
+"""``plugin = "files"``: local paths and globs, through the same checks, validation and ledger."""
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 from collections.abc import AsyncIterator
@@ -11,9 +12,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiofiles
-from pydantic import Field
-
 from astroingest import Asset, Conditions, Download, PlanContext, SourceConfig, SourceType, hookimpl
+from pydantic import Field
 
 CHUNK = 1 << 20
 
@@ -25,10 +25,9 @@ class FilesConfig(SourceConfig):
 
 async def plan(config: FilesConfig, ctx: PlanContext) -> AsyncIterator[Asset]:
     for pattern in config.paths:
-        absolute = pattern if os.path.isabs(pattern) else str(ctx.config_dir / pattern)
+        absolute = str(ctx.config_dir / pattern)  # an absolute pattern stays absolute
         base = _static_prefix(absolute)
-        matches = sorted(glob.glob(absolute, recursive=True))
-        files = [Path(m) for m in matches if os.path.isfile(m)]
+        files = await asyncio.to_thread(_expand, absolute)
         if not files:
             ctx.log.warning("no files match %s", pattern)
         for path in files:
@@ -39,6 +38,10 @@ async def plan(config: FilesConfig, ctx: PlanContext) -> AsyncIterator[Asset]:
                 media_type=config.media_type,
                 opener=open_file,
             )
+
+
+def _expand(pattern: str) -> list[Path]:
+    return [Path(m) for m in sorted(glob.glob(pattern, recursive=True)) if os.path.isfile(m)]
 
 
 def _static_prefix(pattern: str) -> Path:
@@ -79,4 +82,6 @@ async def open_file(asset: Asset, conditions: Conditions) -> AsyncIterator[Downl
 
 @hookimpl
 def astroingest_source_types() -> list[SourceType[Any]]:
-    return [SourceType("files", FilesConfig, plan, "local files and globs (data a lab already has)")]
+    return [
+        SourceType("files", FilesConfig, plan, "local files and globs (data a lab already has)")
+    ]

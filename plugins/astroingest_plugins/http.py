@@ -8,10 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
-
 from astroingest import Asset, PlanContext, SourceConfig, SourceType, hookimpl
 from astroingest._sources import check_http_url
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 HEX64 = r"^[0-9a-fA-F]{64}$"
 HEX32 = r"^[0-9a-fA-F]{32}$"
@@ -50,7 +49,7 @@ class HttpConfig(SourceConfig):
     @model_validator(mode="after")
     def _one_of(self) -> HttpConfig:
         if bool(self.urls) == bool(self.index):
-            raise ValueError("give either urls = [...] or index = \"<url>\", not both or neither")
+            raise ValueError('give either urls = [...] or index = "<url>", not both or neither')
         return self
 
     @field_validator("urls")
@@ -100,7 +99,9 @@ async def _read_index(index: str, config: HttpConfig, ctx: PlanContext) -> list[
         return list(_INDEX.validate_python(items))
     except ValueError as error:
         first = str(error).splitlines()[1:3]
-        raise ValueError(f"index entries must be {{url, sha256?, size?}}: {' '.join(first)}") from None
+        raise ValueError(
+            f"index entries must be {{url, sha256?, size?}}: {' '.join(first)}"
+        ) from None
 
 
 def key_from_url(url: str) -> str:

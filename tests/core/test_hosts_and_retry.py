@@ -8,7 +8,6 @@ import time
 
 import pytest
 import tenacity
-
 from astroingest import RetryableError
 from astroingest._hosts import HostBudgets, HostLimit, RateLimiter, merge_limits
 from astroingest._retry import RetryPolicy, parse_retry_after
@@ -45,11 +44,21 @@ def test_merge_limits_strictest_plugin_then_user() -> None:
         [HostLimit("a.org", 4, 10), HostLimit("A.org", 6, 3)],
         {"b.org": HostLimit("b.org", 1, None)},
     )
-    assert {m.host.lower(): (m.connections, m.rate) for m in merged} == {"a.org": (4, 3), "b.org": (1, None)}
-    assert merge_limits([HostLimit("a.org", 4, 10)], {"a.org": HostLimit("a.org", 32, None)})[0].connections == 32
+    assert {m.host.lower(): (m.connections, m.rate) for m in merged} == {
+        "a.org": (4, 3),
+        "b.org": (1, None),
+    }
+    assert (
+        merge_limits([HostLimit("a.org", 4, 10)], {"a.org": HostLimit("a.org", 32, None)})[
+            0
+        ].connections
+        == 32
+    )
 
 
-@pytest.mark.parametrize(("header", "seconds"), [("0", 0.0), ("7", 7.0), (None, None), ("soon", None)])
+@pytest.mark.parametrize(
+    ("header", "seconds"), [("0", 0.0), ("7", 7.0), (None, None), ("soon", None)]
+)
 def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
     assert parse_retry_after(header) == seconds
 
@@ -69,10 +78,11 @@ def _state(error: BaseException, attempt: int = 1) -> tenacity.RetryCallState:
 
 
 def test_retry_after_zero_still_waits_the_floor() -> None:
-    policy = RetryPolicy(retries=3, floor=0.2, ceiling=5)
+    policy = RetryPolicy(retries=3, floor=0.2, ceiling=5, retry_after_cap=100)
     assert policy.wait(_state(RetryableError("429", retry_after=0))) == 0.2
     assert policy.wait(_state(RetryableError("429", retry_after=3))) == 3
-    assert policy.wait(_state(RetryableError("503", retry_after=999))) == 5
+    assert policy.wait(_state(RetryableError("429", retry_after=30))) == 30  # above the ceiling
+    assert policy.wait(_state(RetryableError("503", retry_after=999))) == 100
 
 
 def test_backoff_grows_with_jitter_within_bounds() -> None:
@@ -96,7 +106,7 @@ async def test_attempts_retry_transient_errors_then_give_up() -> None:
 async def test_permanent_errors_are_not_retried() -> None:
     policy = RetryPolicy(retries=5, floor=0.01)
     calls = 0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="bad"):
         async for attempt in policy.attempts("x"):
             with attempt:
                 calls += 1

@@ -35,6 +35,8 @@ def test_two_processes_write_concurrently(tmp_path: Path) -> None:
         "for i in range(300):\n"
         "    ledger.put_sync(LedgerRecord('src', f'{sys.argv[2]}-{i}', 'u', None, None, 1, 'x', 't', 'r'))\n"
     )
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(path), name]) for name in ("p", "q")]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(path), name]) for name in ("p", "q")
+    ]
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
     assert len(Ledger(path).records("src")) == 600

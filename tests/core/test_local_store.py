@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -9,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from astroingest.stores.local import JOURNAL, TEMP_SUFFIX, LocalStore
 
 
@@ -81,7 +81,7 @@ async def test_recover_removes_temp_files_of_dead_writers_only(tmp_path: Path) -
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
         "asyncio.run(main())\n"
     )
-    subprocess.run([sys.executable, "-c", script], check=False)
+    await asyncio.to_thread(subprocess.run, [sys.executable, "-c", script], check=False)
     assert len(leftovers(tmp_path)) == 1
     alive = await store.open_writer("alive/b.bin")  # ours, still open
     await alive.write(b"y")

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from astroingest import Asset, PlanContext, PluginConflictError, SourceConfig, SourceType, hookimpl
-from astroingest._plugins import Host, load_host
+from astroingest._plugins import Host
+
 from tests.conftest import REPO, run_cli
 
 EXAMPLE = REPO / "examples" / "astroingest-example-plugin"
@@ -45,7 +45,9 @@ def test_builtins_are_ordinary_plugins(astroingest_host: Host) -> None:
     assert all(info.builtin for info in astroingest_host.infos.values())
 
 
-def test_conflicting_names_fail_naming_both(astroingest_host: Host, register_plugin: Callable[..., str]) -> None:
+def test_conflicting_names_fail_naming_both(
+    astroingest_host: Host, register_plugin: Callable[..., str]
+) -> None:
     register_plugin(ClashingPlugin(), "clash")
     with pytest.raises(PluginConflictError) as info:
         astroingest_host.source_types()
@@ -58,7 +60,9 @@ def test_a_plugin_whose_hook_raises_is_reported_and_skipped(
     astroingest_host: Host, register_plugin: Callable[..., str]
 ) -> None:
     name = register_plugin(BrokenHookPlugin(), "broken")
-    astroingest_host.infos[name] = astroingest_host.infos[name].__class__(name, "broken-dist", "1.0", False)
+    astroingest_host.infos[name] = astroingest_host.infos[name].__class__(
+        name, "broken-dist", "1.0", False
+    )
     types = astroingest_host.source_types()
     assert "http" in types
     assert [b.name for b in astroingest_host.broken] == ["broken"]
@@ -85,9 +89,22 @@ def test_hookspec_docstrings_carry_a_complete_example() -> None:
 
 def _pip_target(project: Path, target: Path) -> Path:
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(project)],
-        check=True, capture_output=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(project),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
     )
     return target
 
@@ -96,7 +113,8 @@ def _make_project(root: Path, dist: str, module: str, body: str) -> Path:
     project = root / dist
     (project / module).mkdir(parents=True)
     (project / module / "__init__.py").write_text(textwrap.dedent(body))
-    (project / "pyproject.toml").write_text(textwrap.dedent(f"""
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent(f"""
         [build-system]
         requires = ["hatchling"]
         build-backend = "hatchling.build"
@@ -107,15 +125,25 @@ def _make_project(root: Path, dist: str, module: str, body: str) -> Path:
         {module} = "{module}"
         [tool.hatch.build.targets.wheel]
         packages = ["{module}"]
-    """))
+    """)
+    )
     return project
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("dists")
-    broken = _make_project(root, "astroingest-broken", "broken_plugin", "raise ImportError('missing dependency: libfoo')\n")
-    clash = _make_project(root, "astroingest-clash", "clash_plugin", """
+    broken = _make_project(
+        root,
+        "astroingest-broken",
+        "broken_plugin",
+        "raise ImportError('missing dependency: libfoo')\n",
+    )
+    clash = _make_project(
+        root,
+        "astroingest-clash",
+        "clash_plugin",
+        """
         from astroingest import SourceConfig, SourceType, hookimpl
         async def plan(config, ctx):
             return
@@ -123,7 +151,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         @hookimpl
         def astroingest_source_types():
             return [SourceType("example.listing", SourceConfig, plan)]
-    """)
+    """,
+    )
     return {
         "example": _pip_target(EXAMPLE, root / "site-example"),
         "broken": _pip_target(broken, root / "site-broken"),
@@ -156,7 +185,10 @@ def test_entry_point_plugin_is_discovered(installed: dict[str, Path]) -> None:
 @pytest.mark.parametrize("how", ["env", "flag"])
 def test_plugins_can_be_blocked(installed: dict[str, Path], how: str) -> None:
     if how == "env":
-        result = run_cli(["plugins", "--json"], env=_env(installed["example"], ASTROINGEST_DISABLE_PLUGINS="example"))
+        result = run_cli(
+            ["plugins", "--json"],
+            env=_env(installed["example"], ASTROINGEST_DISABLE_PLUGINS="example"),
+        )
     else:
         result = run_cli(["plugins", "--json", "--no-plugins"], env=_env(installed["example"]))
     names = [p["name"] for p in _listing(result)["plugins"]]
@@ -167,16 +199,24 @@ def test_broken_plugin_is_reported_and_skipped(installed: dict[str, Path], tmp_p
     env = _env(installed["example"], installed["broken"])
     listing = _listing(run_cli(["plugins", "--json"], env=env))
     assert listing["broken"] == [
-        {"name": "broken_plugin", "distribution": "astroingest-broken", "error": "ImportError: missing dependency: libfoo"}
+        {
+            "name": "broken_plugin",
+            "distribution": "astroingest-broken",
+            "error": "ImportError: missing dependency: libfoo",
+        }
     ]
     assert "example" in [p["name"] for p in listing["plugins"]]
-    (tmp_path / "sources.toml").write_text('[sources.a]\nplugin = "example.listing"\nlisting = "https://x.org/l.txt"\n')
+    (tmp_path / "sources.toml").write_text(
+        '[sources.a]\nplugin = "example.listing"\nlisting = "https://x.org/l.txt"\n'
+    )
     checked = run_cli(["check", "--sources", str(tmp_path / "sources.toml")], env=env)
     assert checked.returncode == 0, checked.stderr
     assert "skipping broken plugin 'broken_plugin' from astroingest-broken" in checked.stderr
 
 
-def test_conflict_between_distributions_names_both(installed: dict[str, Path], tmp_path: Path) -> None:
+def test_conflict_between_distributions_names_both(
+    installed: dict[str, Path], tmp_path: Path
+) -> None:
     (tmp_path / "sources.toml").write_text("")
     result = run_cli(
         ["check", "--sources", str(tmp_path / "sources.toml")],

@@ -40,4 +40,6 @@ def stored(data: Path, source: str) -> dict[str, bytes]:
 
 def ledger_rows(data: Path) -> list[tuple[Any, ...]]:
     with sqlite3.connect(data / "logs" / "ledger.sqlite") as db:
-        return db.execute("SELECT source, key, size, sha256 FROM assets ORDER BY source, key").fetchall()
+        return db.execute(
+            "SELECT source, key, size, sha256 FROM assets ORDER BY source, key"
+        ).fetchall()

@@ -48,6 +48,11 @@ def score(checks: Sequence[Check]) -> float:
     return sum(c.passed for c in checks) / len(checks)
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 row``, ``2 rows``: for check details."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def report(validator: str, checks: Sequence[Check]) -> QualityReport:
     return QualityReport(validator=validator, score=score(checks), checks=tuple(checks))
 

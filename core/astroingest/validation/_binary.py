@@ -6,7 +6,7 @@ import re
 import zlib
 from math import prod
 
-from astroingest.validation._base import Check
+from astroingest.validation._base import Check, plural
 from astroingest.validation._html import BodyValidator
 
 _BLOCK = 2880
@@ -88,7 +88,7 @@ class FitsValidator(BodyValidator):
         if self._cards == 0 and not card.startswith(b"XTENSION=" if self._hdus else b"SIMPLE  ="):
             if self._hdus:
                 # FITS allows "special records" after the last HDU; they end the walk.
-                self._stop(True, f"{self._hdus} HDUs, then non-HDU bytes at {self._hdu_start}")
+                self._stop(True, self._trailing())
             else:
                 self._stop(False, "the primary header does not start with SIMPLE")
             return
@@ -114,28 +114,29 @@ class FitsValidator(BodyValidator):
         self._skip_to = header_end + _padded(size)
         self._mode = _SKIP
 
+    def _trailing(self) -> str:
+        return f"{plural(self._hdus, 'HDU')}, then non-HDU bytes from byte {self._hdu_start}"
+
     def _completeness(self) -> Check:
         if self._stopped is not None:
             ok, why = self._stopped
             return Check("complete", ok, why)
         if self._mode == _SKIP and self._offset < self._data_end:
             missing = self._data_end - self._offset
-            return Check("complete", False, f"HDU {self._hdus} is {missing} data bytes short")
+            detail = f"the body ends {missing} bytes before the end of HDU {self._hdus}'s data"
+            return Check("complete", False, detail)
         if self._mode == _HEADER and (self._cards or self._card):
             partial = bytes(self._card[:9])
             if self._hdus and not self._cards and not b"XTENSION=".startswith(partial):
-                detail = f"{self._hdus} HDUs, then non-HDU bytes at {self._hdu_start}"
-                return Check("complete", True, detail)
+                return Check("complete", True, self._trailing())
             return Check("complete", False, f"the header of HDU {self._hdus + 1} is cut short")
-        return Check("complete", True, f"{self._hdus} HDUs")
+        return Check("complete", True, plural(self._hdus, "HDU"))
 
     def _conclude(self) -> list[Check]:
         magic = self.head.startswith(b"SIMPLE  =")
         aligned = self.size > 0 and self.size % _BLOCK == 0
         return [
-            Check(
-                "magic", magic, "" if magic else "does not start with 'SIMPLE  ='", critical=True
-            ),
+            Check("magic", magic, "" if magic else "no SIMPLE card first", critical=True),
             Check(
                 "end_card",
                 self._hdus > 0,
@@ -145,7 +146,7 @@ class FitsValidator(BodyValidator):
             Check(
                 "header_ascii",
                 self._bad_cards == 0,
-                f"{self._bad_cards} header cards hold non-printable bytes"
+                f"{plural(self._bad_cards, 'header card')} with non-printable bytes"
                 if self._bad_cards
                 else "",
             ),
@@ -232,7 +233,7 @@ class GzipValidator(BodyValidator):
         self._members = 0
         self._inflated = 0
         self._error: str | None = None
-        self._junk = 0
+        self._junk = False
 
     def _consume(self, chunk: bytes) -> None:
         data = chunk
@@ -247,7 +248,7 @@ class GzipValidator(BodyValidator):
             self._gap = data
             return b""
         if not data.startswith(_GZIP):
-            self._junk = len(data)
+            self._junk = True
             return b""
         self._inflater = zlib.decompressobj(wbits=31)
         return data
@@ -273,10 +274,15 @@ class GzipValidator(BodyValidator):
 
     def _completeness(self) -> Check:
         if self._junk:
-            return Check("complete", False, f"non-gzip data after member {self._members}")
-        if self._inflater is not None or self._gap or not self._members:
+            where = f"after member {self._members}" if self._members else "at the start"
+            return Check("complete", False, f"data that is not a gzip member {where}")
+        if self._error is not None:
+            return Check("complete", False, "inflating stopped at an error")
+        if self._inflater is None and not self._gap and not self._members:
+            return Check("complete", False, "no gzip member")
+        if self._inflater is not None or self._gap:
             return Check("complete", False, f"the stream ends inside member {self._members + 1}")
-        detail = f"{self._members} members, {self._inflated} bytes uncompressed"
+        detail = f"{plural(self._members, 'member')}, {self._inflated} bytes uncompressed"
         return Check("complete", True, detail)
 
     def _conclude(self) -> list[Check]:
@@ -314,8 +320,12 @@ class _Tail:
         return bytes(self._data[-self._size :])
 
 
-def _end_record(tail: bytes, size: int) -> tuple[int, int] | None:
-    """(entries, offset) of the last end-of-central-directory record that fits, if any."""
+def _end_record(tail: bytes, size: int) -> int | None:
+    """Entries in the last plausible end-of-central-directory record, if there is one.
+
+    Plausible: its comment fits in the body, and the central directory it points to
+    ends before it (unless zip64 moved those fields elsewhere).
+    """
     at = tail.rfind(_EOCD)
     while at != -1:
         record = tail[at : at + _EOCD_SIZE]
@@ -326,7 +336,7 @@ def _end_record(tail: bytes, size: int) -> tuple[int, int] | None:
             start = size - len(tail) + at
             zip64 = 0xFFFFFFFF in (cd_size, cd_offset)
             if at + _EOCD_SIZE + comment <= len(tail) and (zip64 or cd_offset + cd_size <= start):
-                return int.from_bytes(record[10:12], "little"), start
+                return int.from_bytes(record[10:12], "little")
         at = tail.rfind(_EOCD, 0, at)
     return None
 
@@ -347,7 +357,9 @@ class ZipValidator(BodyValidator):
         magic = self.head[:4] in (_ZIP_LOCAL, _EOCD)
         record = _end_record(self._tail.bytes(), self.size)
         found = record is not None
-        detail = f"{record[0]} entries" if record else "no end-of-central-directory record"
+        detail = "no end-of-central-directory record"
+        if record is not None:
+            detail = "1 entry" if record == 1 else f"{record} entries"
         return [
             Check("magic", magic, "" if magic else "no zip local header", critical=True),
             Check("end_of_central_directory", found, detail),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ijson
 
-from astroingest.validation._base import Check
+from astroingest.validation._base import Check, plural
 from astroingest.validation._html import BodyValidator
 
 _BOM = b"\xef\xbb\xbf"
@@ -88,7 +88,7 @@ class JsonValidator(BodyValidator):
                 self._error = _message(exc)
         kind = _KINDS.get(self._top.kind or "", "nothing")
         container = self._top.kind in ("start_map", "start_array")
-        shape = f"{kind} with {self._top.members} members" if container else kind
+        shape = f"{kind} with {plural(self._top.members, 'member')}" if container else kind
         return [
             Check("well_formed", self._error is None, self._error or shape, critical=True),
             Check("top_level", container, f"the top level is {kind}"),

@@ -7,6 +7,11 @@ from collections.abc import Sequence
 from astroingest.validation._base import ValidatorType
 
 _VOTABLE = "application/x-votable+xml"
+_REFINABLE = {
+    "xml": lambda base: base.endswith(("/xml", "+xml")),
+    "text": lambda base: base.startswith("text/"),
+}
+"""Generic types an extension may pick, and the media types that may refine them."""
 
 
 def choose(types: Sequence[ValidatorType], media_type: str | None, key: str) -> ValidatorType:
@@ -22,10 +27,18 @@ def choose(types: Sequence[ValidatorType], media_type: str | None, key: str) -> 
     3. a structured-syntax suffix: ``…+json`` is JSON, ``…+xml`` is XML, ``…+zip`` is zip;
     4. the type named ``text`` for any other ``text/*``;
     5. the type named ``binary``.
+
+    One exception to the extension winning: a generic extension (``.xml``, ``.txt``…
+    picking ``xml`` or ``text``) gives way to a media type that names a more specific
+    format of the same kind, so ``result.xml`` served as ``application/x-votable+xml``
+    gets its QUERY_STATUS checked, and ``table.txt`` served as ``text/csv`` its rows.
     """
     found = _by_extension(types, key)
-    if found is None and media_type:
-        found = _by_media_type(types, _normalize(media_type))
+    if media_type and (found is None or found.name in _REFINABLE):
+        base = _normalize(media_type)
+        by_media = _by_media_type(types, base)
+        if found is None or (by_media is not None and _REFINABLE[found.name](base)):
+            found = by_media or found
     if found is None:
         found = _named(types, "binary")
     if found is None:

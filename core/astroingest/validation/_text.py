@@ -12,7 +12,7 @@ from collections import Counter
 from operator import methodcaller
 from typing import ClassVar
 
-from astroingest.validation._base import Check
+from astroingest.validation._base import Check, plural
 from astroingest.validation._html import BodyValidator
 
 _LINE_CAP = 4096
@@ -85,15 +85,16 @@ class TextValidator(_TextValidator):
 # and characters after a closing quote join the field.
 _START_RECORD, _START_FIELD, _UNQUOTED, _QUOTED, _QUOTE_IN_QUOTED, _AFTER_CR = range(6)
 _NEWLINES = re.compile(r"\r\n?|\n")
+_QUOTE_OR_NEWLINE = re.compile(r'["\r\n]')
 
 
 class _DelimitedValidator(_TextValidator):
     delimiter: ClassVar[str]
-    _stops: ClassVar[re.Pattern[str]]
+    _noise: ClassVar[bytes]
 
     def __init_subclass__(cls) -> None:
         super().__init_subclass__()
-        cls._stops = re.compile(f"[{re.escape(cls.delimiter)}\r\n]")
+        cls._noise = bytes(set(range(256)) - {ord(cls.delimiter), ord("\n")})
 
     def __init__(self) -> None:
         super().__init__()
@@ -121,14 +122,37 @@ class _DelimitedValidator(_TextValidator):
         end = text.rfind("\n", i, len(text) if quote == -1 else quote)
         if end == -1:
             return i
-        block = text[i:end]
+        if not self._uniform(text, i, end):
+            self._tally(text[i:end])
+        return end + 1
+
+    def _uniform(self, text: str, i: int, end: int) -> bool:
+        """Count the lines of text[i:end] if all have the header's width, without splitting.
+
+        Splitting makes one object per line, which would dominate the cost of big bodies.
+        Instead, compare the block's skeleton (its delimiters and newlines) with the
+        skeleton of that many well-formed rows.
+        """
+        assert self._header is not None
+        if self._header == 1:
+            return False  # every line's skeleton is "\n": blank lines would pass as rows
+        block = text[i : end + 1]
+        if block.count("\r") != block.count("\r\n"):
+            return False  # bare CR line ends: leave them to the general path
+        lines = block.count("\n")
+        row = self.delimiter.encode() * (self._header - 1) + b"\n"
+        if block.encode().translate(None, self._noise) != row * lines:
+            return False
+        self._records(self._header, lines)
+        return True
+
+    def _tally(self, block: str) -> None:
         lines = _NEWLINES.split(block) if "\r" in block else block.split("\n")
         widths = Counter(map(methodcaller("count", self.delimiter), lines))
         widths[0] -= lines.count("")  # blank lines are not records
         for delims, count in widths.items():
             if count:
                 self._records(delims + 1, count)
-        return end + 1
 
     def _step(self, text: str, i: int) -> int:
         """Advance over one token (a quoted run, an unquoted run, or a separator)."""
@@ -148,24 +172,26 @@ class _DelimitedValidator(_TextValidator):
         if state == _AFTER_CR:
             self._state = _START_RECORD
             return i + 1 if text[i] == "\n" else i
-        if state != _UNQUOTED and text[i] == '"':
-            self._state, self._filled = _QUOTED, True
-            return i + 1
         return self._unquoted(text, i)
 
     def _unquoted(self, text: str, i: int) -> int:
-        stop = self._stops.search(text, i)
+        # Delimiters between quotes and line ends are only counted, so a row costs
+        # one step per quote or line end rather than one per field.
+        stop = _QUOTE_OR_NEWLINE.search(text, i)
         j = len(text) if stop is None else stop.start()
         if j > i:
-            self._state, self._filled = _UNQUOTED, True
+            self._delims += text.count(self.delimiter, i, j)
+            self._filled = True
+            self._state = _START_FIELD if text[j - 1] == self.delimiter else _UNQUOTED
         if stop is None:
             return j
-        if text[j] == self.delimiter:
-            self._state, self._filled = _START_FIELD, True
-            self._delims += 1
-        else:
-            self._end_record()
-            self._state = _AFTER_CR if text[j] == "\r" else _START_RECORD
+        if text[j] == '"':
+            # Only a quote at the start of a field opens a quoted field.
+            if self._state != _UNQUOTED:
+                self._state, self._filled = _QUOTED, True
+            return j + 1
+        self._end_record()
+        self._state = _AFTER_CR if text[j] == "\r" else _START_RECORD
         return j + 1
 
     def _end_record(self) -> None:
@@ -192,10 +218,10 @@ class _DelimitedValidator(_TextValidator):
             Check(
                 "header",
                 header is not None,
-                f"{header} fields" if header is not None else "no header row",
+                plural(header, "field") if header is not None else "no header row",
                 critical=True,
             ),
-            Check("data_rows", self._rows > 0, f"{self._rows} rows"),
+            Check("data_rows", self._rows > 0, plural(self._rows, "row")),
             Check("consistent_fields", self._ragged == 0, self._ragged_detail()),
             Check(
                 "quotes_closed",
@@ -210,8 +236,8 @@ class _DelimitedValidator(_TextValidator):
         low, high = self._widths
         seen = str(low) if low == high else f"{low} to {high}"
         return (
-            f"{self._ragged} of {self._rows} rows do not have the header's "
-            f"{self._header} fields (they have {seen})"
+            f"{self._ragged} of {plural(self._rows, 'row')} do not have the header's "
+            f"{plural(self._header or 0, 'field')} (they have {seen})"
         )
 
 
@@ -300,11 +326,11 @@ class FastaValidator(_TextValidator):
                 critical=True,
             ),
             Check("alphabet", self._bad is None, self._bad or ""),
-            Check("records", self._records > 0, f"{self._records} records", critical=True),
+            Check("records", self._records > 0, plural(self._records, "record"), critical=True),
             Check(
                 "no_empty_records",
                 self._empty == 0,
-                f"{self._empty} records without sequence" if self._empty else "",
+                f"{plural(self._empty, 'record')} without sequence" if self._empty else "",
             ),
         ]
 
@@ -406,7 +432,7 @@ class GenbankValidator(_TextValidator):
             Check(
                 "sequence_section",
                 self._records > 0 and self._no_sequence == 0,
-                f"{self._no_sequence} records without ORIGIN or CONTIG"
+                f"{plural(self._no_sequence, 'record')} without ORIGIN or CONTIG"
                 if self._no_sequence
                 else "",
             ),
@@ -418,6 +444,6 @@ class GenbankValidator(_TextValidator):
             Check(
                 "records",
                 records_ok,
-                f"{self._records} records, {self._unterminated} not closed by //",
+                f"{plural(self._records, 'record')}, {self._unterminated} not closed by //",
             ),
         ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from xml.parsers import expat
 
-from astroingest.validation._base import Check
+from astroingest.validation._base import Check, plural
 from astroingest.validation._html import BodyValidator
 
 _TEXT_CAP = 1000
@@ -83,7 +83,7 @@ class XmlValidator(BodyValidator):
 
     def _conclude(self) -> list[Check]:
         self._parse(b"", final=True)
-        shape = f"root <{self._root}>, {self._elements} elements"
+        shape = f"root <{self._root}>, {plural(self._elements, 'element')}"
         entity = self._entity
         return [
             Check("well_formed", self._error is None, self._error or shape, critical=True),
@@ -153,5 +153,5 @@ class VotableValidator(XmlValidator):
                 not self._overflow,
                 "OVERFLOW: result truncated at the row limit" if self._overflow else "",
             ),
-            Check("table", self._tables > 0, f"{self._tables} tables"),
+            Check("table", self._tables > 0, plural(self._tables, "table")),
         ]

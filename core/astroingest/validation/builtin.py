@@ -40,7 +40,10 @@ BUILTIN_VALIDATORS: tuple[ValidatorType, ...] = (
     ),
     ValidatorType("xml", XmlValidator, ("application/xml", "text/xml"), (".xml",)),
     ValidatorType(
-        "votable", VotableValidator, ("application/x-votable+xml",), (".vot", ".votable")
+        "votable",
+        VotableValidator,
+        ("application/x-votable+xml",),
+        (".vot", ".votable", ".votable.xml"),
     ),
     # .fz is tile-compressed FITS: still a FITS file, SIMPLE card first.
     ValidatorType(

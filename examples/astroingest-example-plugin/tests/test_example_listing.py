@@ -3,7 +3,6 @@
 from collections.abc import Callable
 
 import astroingest_example
-
 from astroingest._archive_server import ArchiveServer
 from astroingest._report import RunReport
 
@@ -17,7 +16,8 @@ def test_listing_fetches_every_named_file(
     local_archive.add("survey/a.csv", b"ra,dec\n1.0,2.0\n", content_type="text/csv")
     local_archive.add("survey/deep/b.csv", b"ra,dec\n3.0,4.0\n", content_type="text/csv")
     listing = local_archive.add(
-        "survey/FILES.txt", b"# survey files\na.csv\ndeep/b.csv  # the deep field\n",
+        "survey/FILES.txt",
+        b"# survey files\na.csv\ndeep/b.csv  # the deep field\n",
         content_type="text/plain",
     )
 
@@ -31,9 +31,10 @@ def test_listing_fetches_every_named_file(
     assert sorted(a.key for a in report.assets if a.status == "stored") == ["a.csv", "deep/b.csv"]
 
 
-def test_listing_must_be_a_url(register_plugin: Callable[..., str], astroingest_run: Callable[..., RunReport]) -> None:
+def test_listing_must_be_a_url(
+    register_plugin: Callable[..., str], astroingest_run: Callable[..., RunReport]
+) -> None:
     import pytest
-
     from astroingest import ConfigError
 
     register_plugin(astroingest_example, "example")
