@@ -23,6 +23,8 @@ Fault strings accepted by :meth:`ArchiveServer.fault`:
 ``"stall:S"``
     send the headers and the first part of the body (1 KiB or half, whichever
     is smaller), go silent for S seconds, then close.
+``"stall_after:N:S"``
+    the same, after N bytes of body.
 ``"delay:S"``
     wait S seconds, then respond normally.
 ``"html"``
@@ -173,6 +175,10 @@ def _parse_fault(text: str) -> _Fault:
             return _Fault("truncate", limit=int(arg))
         elif name == "stall" and float(arg) >= 0:
             return _Fault("stall", seconds=float(arg))
+        elif name == "stall_after":
+            count, _, seconds = arg.partition(":")
+            if int(count) >= 0 and float(seconds) >= 0:
+                return _Fault("stall", limit=int(count), seconds=float(seconds))
         elif name == "delay" and float(arg) >= 0:
             return _Fault("delay", seconds=float(arg))
     except ValueError:
@@ -406,7 +412,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "truncate":
             limit = fault.limit if fault.limit is not None else length // 2
         elif fault is not None and fault.kind == "stall":
-            limit = min(_STALL_PREFIX, length // 2)
+            limit = fault.limit if fault.limit is not None else min(_STALL_PREFIX, length // 2)
         corrupt = fault is not None and fault.kind == "corrupt"
 
         sent = 0 if head else self._write(resource.source(start, stop), length, limit, corrupt)

@@ -43,17 +43,24 @@ class RateLimiter:
 
 
 class HostBudget:
+    """Numbered connection slots (so a slot can keep its own connection) and a rate."""
+
     def __init__(self, limit: HostLimit) -> None:
         self.limit = limit
-        self._slots = asyncio.Semaphore(limit.connections)
+        self._free: asyncio.Queue[int] = asyncio.Queue()
+        for slot in range(limit.connections):
+            self._free.put_nowait(slot)
         self._rate = RateLimiter(limit.rate) if limit.rate else None
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        async with self._slots:
+    async def slot(self) -> AsyncIterator[int]:
+        slot = await self._free.get()
+        try:
             if self._rate is not None:
                 await self._rate.acquire()
-            yield
+            yield slot
+        finally:
+            self._free.put_nowait(slot)
 
 
 class HostBudgets:

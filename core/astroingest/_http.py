@@ -13,6 +13,7 @@ from astroingest._assets import Asset, Conditions, Download
 from astroingest._exceptions import HTTPStatusError, RetryableError
 from astroingest._hosts import HostBudgets, RateLimiter
 from astroingest._retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
+from astroingest._transport import SLOT_EXTENSION, ShardedTransport
 from astroingest._version import __version__
 
 USER_AGENT = f"astroingest/{__version__} (+https://github.com/astroingest/astroingest)"
@@ -27,9 +28,7 @@ class Timeouts:
 def make_client(timeouts: Timeouts, max_connections: int) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeouts.read, connect=timeouts.connect, pool=None),
-        limits=httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        ),
+        transport=ShardedTransport(max_connections),
         headers={"User-Agent": USER_AGENT},
         follow_redirects=True,
     )
@@ -68,10 +67,12 @@ class PoliteClient:
 
         The host's connection slot is held until the body is closed.
         """
-        async with self.budgets.for_url(url).slot():
+        async with self.budgets.for_url(url).slot() as slot:
             if limiter is not None:
                 await limiter.acquire()
-            request = self.client.build_request(method, url, **kwargs)
+            request = self.client.build_request(
+                method, url, extensions={SLOT_EXTENSION: slot}, **kwargs
+            )
             response = await self.client.send(request, stream=True)
             try:
                 check_status(response, what or redact_url(url))

@@ -309,6 +309,16 @@ def test_stall_fault_times_out_the_reader(server: ArchiveServer) -> None:
     assert bytes(received) == BODY[:1024]
 
 
+def test_stall_after_fault_stalls_at_the_given_offset(server: ArchiveServer) -> None:
+    url = server.add("a", BODY)
+    server.fault("a", "stall_after:3000:3")
+    received = bytearray()
+    with _client(timeout=httpx.Timeout(5.0, read=0.3)) as c, c.stream("GET", url) as response:
+        with pytest.raises(httpx.ReadTimeout):
+            _drain(response, received)
+    assert bytes(received) == BODY[:3000]
+
+
 def test_delay_fault_delays_then_serves(server: ArchiveServer, client: httpx.Client) -> None:
     url = server.add("a", BODY)
     server.fault("a", "delay:0.3")

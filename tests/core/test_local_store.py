@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from astroingest.stores.local import JOURNAL, TEMP_SUFFIX, LocalStore
+from astroingest.stores.local import JOURNAL, TEMP_SUFFIX, LocalStore, LocalWriter
 
 
 def leftovers(root: Path) -> list[Path]:
@@ -59,6 +59,17 @@ async def test_divert_moves_to_another_store(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
+async def test_large_objects_are_written_as_they_stream(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    async with await store.open_writer("big") as writer:
+        for _ in range(5):
+            await writer.write(b"b" * (LocalWriter.BUFFER // 2))
+        [temp] = leftovers(tmp_path)
+        assert temp.stat().st_size >= 2 * LocalWriter.BUFFER  # flushed, not held in memory
+        await writer.commit()
+    assert (tmp_path / "big").stat().st_size == 5 * (LocalWriter.BUFFER // 2)
+
+
 async def test_read_back(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     await store.put_bytes("a", b"x" * 3_000_000)
@@ -74,17 +85,17 @@ async def test_recover_removes_temp_files_of_dead_writers_only(tmp_path: Path) -
     script = (
         "import asyncio, os, signal, sys\n"
         "from pathlib import Path\n"
-        "from astroingest.stores.local import LocalStore\n"
+        "from astroingest.stores.local import LocalStore, LocalWriter\n"
         "async def main():\n"
         f"    w = await LocalStore(Path({str(tmp_path)!r})).open_writer('dead/a.bin')\n"
-        "    await w.write(b'x' * 1000)\n"
+        "    await w.write(b'x' * (LocalWriter.BUFFER + 1))\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
         "asyncio.run(main())\n"
     )
     await asyncio.to_thread(subprocess.run, [sys.executable, "-c", script], check=False)
     assert len(leftovers(tmp_path)) == 1
     alive = await store.open_writer("alive/b.bin")  # ours, still open
-    await alive.write(b"y")
+    await alive.write(b"y" * (LocalWriter.BUFFER + 1))
     assert await store.recover() == 1
     assert [p.parent.name for p in leftovers(tmp_path)] == ["alive"]
     await alive.abort()
@@ -96,6 +107,8 @@ async def test_recover_removes_temp_files_of_dead_writers_only(tmp_path: Path) -
 async def test_no_temp_file_is_ever_untracked(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     writer = await store.open_writer("a")
+    assert not (tmp_path / JOURNAL).exists()  # nothing touches the disk before the first flush
+    await writer.write(b"z" * (LocalWriter.BUFFER + 1))
     [entry] = list((tmp_path / JOURNAL).iterdir())
     record = json.loads(entry.read_text())
     assert (tmp_path / record["temp"]).exists()

@@ -124,7 +124,9 @@ def test_killed_mid_transfer_then_rerun_completes(tmp_path: Path, sig: signal.Si
     small = body(7)
     with ArchiveServer() as archive:
         big = archive.add("big.bin", generator=(size, _big_body))
-        archive.fault("big.bin", "stall:30")  # the first transfer hangs mid-body: kill it there
+        archive.fault(
+            "big.bin", "stall_after:4194304:30"
+        )  # the first transfer hangs mid-body: kill it there
         done = archive.add("small.csv", small, content_type="text/csv")
         sources = tmp_path / "sources.toml"
         sources.write_text(

@@ -55,8 +55,7 @@ class LocalStore(Store):
         return self.root
 
     async def open_writer(self, key: str) -> LocalWriter:
-        target = self.path_for(key)
-        return await asyncio.to_thread(LocalWriter.create, self, key, target)
+        return LocalWriter(self, key, self.path_for(key))
 
     async def stat(self, key: str) -> ObjectInfo | None:
         path = self.path_for(key)
@@ -145,38 +144,33 @@ def _fsync_dir(path: Path) -> None:
 
 
 class LocalWriter(ObjectWriter):
-    def __init__(self, store: LocalStore, key: str, target: Path, temp: Path, entry: Path) -> None:
+    """Buffers up to ``BUFFER`` bytes before touching the disk.
+
+    Small objects then cost one trip to a worker thread (journal, temp file, write, fsync,
+    rename) instead of one per step; large ones are written a buffer at a time.
+    """
+
+    BUFFER = 512 * 1024
+
+    def __init__(self, store: LocalStore, key: str, target: Path) -> None:
         self.store = store
         self.key = key
         self.target = target
-        self.temp = temp
-        self.entry = entry
+        token = secrets.token_hex(8)
+        self.temp = target.with_name(f".{target.name}.{token}{TEMP_SUFFIX}")
+        self.entry = store.root / JOURNAL / f"{token}.json"
         self._fd: int | None = None
+        self._pending: list[bytes] = []
+        self._pending_size = 0
         self._done = False
 
-    @classmethod
-    def create(cls, store: LocalStore, key: str, target: Path) -> LocalWriter:
-        token = secrets.token_hex(8)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f".{target.name}.{token}{TEMP_SUFFIX}")
-        journal = store.root / JOURNAL
-        journal.mkdir(exist_ok=True)
-        entry = journal / f"{token}.json"
-        record = {
-            "temp": str(temp.relative_to(store.root)),
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-        }
-        # The journal entry exists before the temp file, so no temp file is ever untracked.
-        entry.write_text(json.dumps(record))
-        writer = cls(store, key, target, temp, entry)
-        writer._fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        return writer
-
     async def write(self, chunk: bytes) -> None:
-        if self._fd is None:
-            raise StoreError(f"write after close: {self.key}")
-        await asyncio.to_thread(_write_all, self._fd, chunk)
+        if self._done:
+            raise StoreError(f"write after commit or abort: {self.key}")
+        self._pending.append(chunk)
+        self._pending_size += len(chunk)
+        if self._pending_size >= self.BUFFER:
+            await asyncio.to_thread(self._flush)
 
     async def commit(self, sha256: str | None = None) -> None:
         await asyncio.to_thread(self._commit_to, self.store, self.key)
@@ -193,9 +187,30 @@ class LocalWriter(ObjectWriter):
             await other.commit(sha256)
         await self.abort()
 
+    def _open(self) -> int:
+        self.entry.parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            "temp": str(self.temp.relative_to(self.store.root)),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        }
+        # The journal entry exists before the temp file, so no temp file is ever untracked.
+        self.entry.write_text(json.dumps(record))
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        return self._fd
+
+    def _flush(self) -> None:
+        fd = self._fd if self._fd is not None else self._open()
+        for chunk in self._pending:
+            _write_all(fd, chunk)
+        self._pending.clear()
+        self._pending_size = 0
+
     def _close(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
+        self._flush()
+        fd, self._fd = self._fd, None
+        if fd is not None:
             try:
                 os.fsync(fd)
             finally:
@@ -208,6 +223,7 @@ class LocalWriter(ObjectWriter):
 
     def _finish(self) -> None:
         self._done = True
+        self._pending.clear()
         self.entry.unlink(missing_ok=True)
 
     async def abort(self) -> None:
@@ -222,7 +238,7 @@ class LocalWriter(ObjectWriter):
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
-        self.temp.unlink(missing_ok=True)
+            self.temp.unlink(missing_ok=True)
         self._finish()
 
 
