@@ -1,6 +1,6 @@
-"""One client, several connection pools: httpcore's pool does O(connections²) work per request.
+"""One client, several connection pools: httpcore's pool does O(connections^2) work per request.
 
-Measured on 2 cores (500 × 64 KiB, 50 ms latency, 32 in flight to one host): one pool of 32
+Measured on 2 cores (500 x 64 KiB, 50 ms latency, 32 in flight to one host): one pool of 32
 connections spends 5.4 s of CPU; eight pools of four spend 1.3 s. Each request names its
 host-budget slot, and a slot always maps to the same pool, so a host never has more open
 connections than its budget allows, idle keep-alive ones included.
@@ -28,7 +28,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         self.pools = [httpx.AsyncHTTPTransport(verify=tls, limits=limits) for _ in range(count)]
 
     def pool_for(self, request: httpx.Request) -> httpx.AsyncHTTPTransport:
-        slot = request.extensions.get(SLOT_EXTENSION, 0)
+        slot: int = request.extensions.get(SLOT_EXTENSION, 0)
         host = zlib.crc32(request.url.host.encode())
         return self.pools[(host + slot // self.per_pool) % len(self.pools)]
 

@@ -313,9 +313,12 @@ def test_stall_after_fault_stalls_at_the_given_offset(server: ArchiveServer) -> 
     url = server.add("a", BODY)
     server.fault("a", "stall_after:3000:3")
     received = bytearray()
-    with _client(timeout=httpx.Timeout(5.0, read=0.3)) as c, c.stream("GET", url) as response:
-        with pytest.raises(httpx.ReadTimeout):
-            _drain(response, received)
+    with (
+        _client(timeout=httpx.Timeout(5.0, read=0.3)) as c,
+        c.stream("GET", url) as response,
+        pytest.raises(httpx.ReadTimeout),
+    ):
+        _drain(response, received)
     assert bytes(received) == BODY[:3000]
 
 
