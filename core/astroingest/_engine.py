@@ -15,7 +15,7 @@ from typing import Any
 from astroingest import _version
 from astroingest._assets import Asset, Conditions, Download
 from astroingest._config import Config, Source
-from astroingest._exceptions import ConfigError, IntegrityError
+from astroingest._exceptions import ConfigError, FetchError, IntegrityError
 from astroingest._hosts import HostBudgets, HostLimit, RateLimiter, merge_limits
 from astroingest._http import PoliteClient, Timeouts, make_client, redact_url
 from astroingest._keys import sanitize_key
@@ -113,6 +113,9 @@ class Engine:
             report.finish("ok" if report.clean else "failed")
         except asyncio.CancelledError:
             report.finish("cancelled")
+            raise
+        except BaseException:
+            report.finish("failed")
             raise
         finally:
             ledger.close()
@@ -221,7 +224,7 @@ class _Fetcher:
         try:
             key = sanitize_key(asset.key)
             if key in seen:
-                raise IntegrityError(f"two assets of source {source.name} share the key {key!r}")
+                raise FetchError(f"two assets of source {source.name} share the key {key!r}")
             seen.add(key)
             prior = await self._prior(source, key)
             conditions = Conditions(prior.etag, prior.last_modified) if prior else Conditions()
@@ -273,7 +276,9 @@ class _Fetcher:
     ) -> AssetResult:
         store_key = f"{source.name}/{key}"
         async with self._opener(asset, ctx)(asset, conditions) as download:
-            if download.not_modified and prior is not None:
+            if download.not_modified:
+                if prior is None:
+                    raise FetchError("the server answered 304 Not Modified to a plain GET")
                 return _unchanged(source, key, url, prior)
             try:
                 async with await self.raw.open_writer(store_key) as writer:
@@ -302,10 +307,9 @@ class _Fetcher:
             await writer.write(chunk)
             size += len(chunk)
             self.engine.progress.transferred(len(chunk))
-        _check_integrity(
-            asset, download, size, sha256.hexdigest(), md5.hexdigest() if md5 else None
-        )
-        return _Landed(sha256.hexdigest(), size, validator.finish())
+        digest = sha256.hexdigest()
+        _check_integrity(asset, download, size, digest, md5.hexdigest() if md5 else None)
+        return _Landed(digest, size, validator.finish())
 
     async def _land(
         self,

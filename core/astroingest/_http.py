@@ -122,6 +122,8 @@ _SECRET_PARAMS = ("token", "key", "password", "passwd", "secret", "signature", "
 
 def redact_url(url: str) -> str:
     """The URL without user:password and without query values that look like secrets."""
+    if "@" not in url and "?" not in url:
+        return url  # nothing to hide; skips a parse per asset on the hot path
     parts = httpx.URL(url)
     if parts.userinfo:
         parts = parts.copy_with(username=None, password=None)
