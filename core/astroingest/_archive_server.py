@@ -67,14 +67,14 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Final, Literal
-from urllib.parse import unquote, urlsplit
+from typing import Any, Final, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = ["ArchiveServer", "RequestRecord", "main"]
 
@@ -127,6 +127,50 @@ class RequestRecord:
     headers: dict[str, str]
     status: int | None
     time: float
+
+
+@dataclass(frozen=True)
+class ArchiveRequest:
+    """What a route handler sees: one request, its body read whole (API calls are small)."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
+
+    @property
+    def params(self) -> dict[str, str]:
+        """Query parameters, last value wins."""
+        return {k: v[-1] for k, v in parse_qs(self.query, keep_blank_values=True).items()}
+
+    def form(self) -> dict[str, str]:
+        """An ``application/x-www-form-urlencoded`` body, last value wins."""
+        pairs = parse_qs(self.body.decode("utf-8"), keep_blank_values=True)
+        return {k: v[-1] for k, v in pairs.items()}
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a route handler answers."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/octet-stream"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of_json(
+        cls, obj: object, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> Reply:
+        body = json.dumps(obj).encode()
+        return cls(status, body, "application/json", dict(headers or {}))
+
+
+RouteHandler = Callable[[ArchiveRequest], Reply]
 
 
 @dataclass(frozen=True)
@@ -337,10 +381,85 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
 
     def do_GET(self) -> None:
-        self._serve(head=False)
+        if not self._route():
+            self._serve(head=False)
 
     def do_HEAD(self) -> None:
         self._serve(head=True)
+
+    def do_POST(self) -> None:
+        self._route_or_405()
+
+    def do_PUT(self) -> None:
+        self._route_or_405()
+
+    def do_DELETE(self) -> None:
+        self._route_or_405()
+
+    def do_PATCH(self) -> None:
+        self._route_or_405()
+
+    # -- programmable routes (API endpoints: POST a job, poll it, delete it) ----------
+
+    def _route_or_405(self) -> None:
+        if not self._route():
+            split = urlsplit(self.path)
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            self._read_body(headers)
+            text = b"405 Method Not Allowed\n"
+            record = (unquote(split.path), split.query, headers)
+            self._simple(False, *record, 405, text, "text/plain; charset=utf-8", [])
+
+    def _read_body(self, headers: Mapping[str, str]) -> bytes:
+        length = int(headers.get("content-length", "0") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _route(self) -> bool:
+        """Answer from a registered route if one matches; False to fall back to files."""
+        archive = self.server.archive
+        split = urlsplit(self.path)
+        path = unquote(split.path)
+        handler = archive._route_for(self.command, path, split.query)
+        if handler is None:
+            return False
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        body = self._read_body(headers)
+        record = (path, split.query, headers)
+        archive._sleep(archive.latency)
+        if not archive._authorized(headers):
+            extra = [("WWW-Authenticate", 'Bearer realm="archive"')]
+            self._simple(False, *record, 401, LOGIN_PAGE, "text/html; charset=utf-8", extra)
+            return True
+        _, _, fault = archive._lookup(path, split.query)
+        if fault is not None and fault.kind == "delay":
+            archive._sleep(fault.seconds)
+        elif fault is not None and fault.kind == "reset":
+            self._reset(record)
+            return True
+        elif fault is not None and fault.kind == "status":
+            extra = [] if fault.retry_after is None else [("Retry-After", str(fault.retry_after))]
+            text = f"{fault.status} {_phrase(fault.status)}\n".encode()
+            self._simple(False, *record, fault.status, text, "text/plain; charset=utf-8", extra)
+            return True
+        elif fault is not None and fault.kind == "html":
+            self._simple(False, *record, 200, LOGIN_PAGE, "text/html; charset=utf-8", [])
+            return True
+        request = ArchiveRequest(self.command, path, split.query, headers, body)
+        try:
+            reply = handler(request)
+        except Exception as error:  # a broken test handler shows up as a 500, not a hang
+            text = f"500 handler failed: {type(error).__name__}: {error}\n".encode()
+            self._simple(False, *record, 500, text, "text/plain; charset=utf-8", [])
+            return True
+        self._simple(
+            False,
+            *record,
+            reply.status,
+            reply.body,
+            reply.content_type,
+            list(reply.headers.items()),
+        )
+        return True
 
     # -- responding ---------------------------------------------------------
 
@@ -547,6 +666,7 @@ class ArchiveServer:
         self._faults: dict[str, deque[_Fault]] = {}
         self._log: list[RequestRecord] = []
         self._required: dict[str, str] = {}
+        self._routes: dict[tuple[str, str], RouteHandler] = {}
         self._connections: set[socket.socket] = set()
         self._latency = float(latency)
         self._stopping = threading.Event()
@@ -739,6 +859,24 @@ class ArchiveServer:
 
     # -- faults, auth, latency -----------------------------------------------------
 
+    def route(
+        self,
+        path: str,
+        handler: RouteHandler,
+        *,
+        methods: Iterable[str] = ("GET", "POST", "PUT", "DELETE", "PATCH"),
+    ) -> str:
+        """Answer ``path`` (optionally with its query string) by calling ``handler``.
+
+        For API flows a static body cannot play: submit a job with POST, poll its status,
+        DELETE it, exchange credentials for a token. Routes win over :meth:`add` bodies
+        for the methods given; faults queued for the path apply first. Returns the URL.
+        """
+        with self._lock:
+            for method in methods:
+                self._routes[(method.upper(), _key(path))] = handler
+        return self.url(path)
+
     def fault(self, path: str, *faults: str) -> None:
         """Queue faults for ``path``; each request to it consumes the next one.
 
@@ -794,6 +932,13 @@ class ArchiveServer:
             queue = self._faults.get(key)
             fault = queue.popleft() if queue else None
             return key, self._resources.get(key), fault
+
+    def _route_for(self, method: str, path: str, query: str) -> RouteHandler | None:
+        keys = [f"{path}?{query}", path] if query else [path]
+        with self._lock:
+            return next(
+                (self._routes[(method, k)] for k in keys if (method, k) in self._routes), None
+            )
 
     def _authorized(self, headers: Mapping[str, str]) -> bool:
         with self._lock:

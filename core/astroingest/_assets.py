@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +44,15 @@ Opener = Callable[["Asset", Conditions], AbstractAsyncContextManager[Download]]
 class Asset:
     """One object to fetch and store.
 
-    ``key`` is relative to the source's prefix and is sanitised again by the store.
-    ``headers`` may carry credentials: they are sent, never logged or reported.
+    ``key`` is relative to the source's prefix and is sanitised again by the store; the
+    same query should give the same key on every run.
+    ``size``, ``sha256``, ``md5`` and ``checksums`` (other algorithms: ``sha1``,
+    ``sha512``, ``blake2b``, ``blake3``…, lower-case hex) are what the archive published;
+    a mismatch fails the asset.
+    ``headers`` and ``auth`` (an ``httpx.Auth``, e.g. one that refreshes an OAuth2 token)
+    may carry credentials: they are sent, never logged or reported.
+    ``provenance`` (provider, query, ids, DOI…, without secrets) goes into the ledger
+    and the run report.
     ``opener`` replaces the HTTP GET for assets that are not plain URLs (local files,
     archives with their own download protocol).
     """
@@ -52,6 +62,9 @@ class Asset:
     size: int | None = None
     sha256: str | None = None
     md5: str | None = None
+    checksums: Mapping[str, str] = field(default_factory=dict)
     media_type: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    auth: httpx.Auth | None = field(default=None, repr=False, compare=False)
+    provenance: Mapping[str, Any] = field(default_factory=dict)
     opener: Opener | None = field(default=None, repr=False, compare=False)

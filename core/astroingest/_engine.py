@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -14,6 +13,7 @@ from typing import Any
 
 from astroingest import _version
 from astroingest._assets import Asset, Conditions, Download
+from astroingest._checksums import Digests
 from astroingest._config import Config, Source
 from astroingest._exceptions import ConfigError, FetchError, IntegrityError
 from astroingest._hosts import HostBudgets, HostLimit, RateLimiter, merge_limits
@@ -85,6 +85,7 @@ class Engine:
         budgets = HostBudgets(
             HostLimit("*", self.config.defaults.host_connections, self.config.defaults.host_rate),
             merge_limits(self.host.host_limits(), self.config.hosts),
+            user_hosts=self.config.hosts,
         )
         async with make_client(self.timeouts, self.config.defaults.concurrency * 2) as client:
             polite = PoliteClient(client, budgets, self.retry)
@@ -128,7 +129,7 @@ class Engine:
         self, sources: list[Source], client: PoliteClient, report: RunReport
     ) -> None:
         for source in sources:
-            ctx = self._context(source, client)
+            ctx = self._context(source, client, dry_run=True)
             try:
                 async for asset in source.type.plan(source.config, ctx):
                     result = AssetResult(
@@ -138,17 +139,38 @@ class Engine:
                         "planned",
                         size=asset.size,
                         sha256=asset.sha256,
+                        provenance=self.provenance(asset),
                     )
                     report.assets.append(result)
                     self.progress.planned()
             except Exception as error:
                 report.add(self._plan_failure(source, error))
+            await self.finish_source(ctx)
 
-    def _context(self, source: Source, client: PoliteClient) -> PlanContext:
+    def _context(self, source: Source, client: PoliteClient, dry_run: bool = False) -> PlanContext:
         limiter = RateLimiter(source.config.rate) if source.config.rate else None
         return PlanContext(
-            source.name, client, self.config.directory, log.getChild(source.name), limiter
+            source.name,
+            client,
+            self.config.directory,
+            log.getChild(source.name),
+            limiter,
+            dry_run=dry_run,
         )
+
+    async def finish_source(self, ctx: PlanContext) -> None:
+        for finalizer in ctx.finalizers:
+            try:
+                await finalizer()
+            except Exception as error:  # cleanup is best effort: the data already landed
+                log.warning(
+                    "source %s: cleanup failed: %s", ctx.source, self.redact(describe(error))
+                )
+
+    def provenance(self, asset: Asset) -> dict[str, Any] | None:
+        if not asset.provenance:
+            return None
+        return dict(json.loads(self.redact(json.dumps(dict(asset.provenance), default=str))))
 
     def _plan_failure(self, source: Source, error: BaseException) -> AssetResult:
         message = self.redact(f"planning failed: {describe(error)}")
@@ -188,16 +210,21 @@ class _Fetcher:
             source.config.concurrency or self.engine.config.defaults.concurrency
         )
         seen: set[str] = set()
+        tasks: list[asyncio.Task[None]] = []
         try:
             async for asset in source.type.plan(source.config, ctx):
                 self.engine.progress.planned()
                 await own.acquire()
                 await self.slots.acquire()
-                group.create_task(self._one(source, asset, ctx, seen, report, own))
+                tasks.append(group.create_task(self._one(source, asset, ctx, seen, report, own)))
         except Exception as error:
             result = self.engine._plan_failure(source, error)
             report.add(result)
             self.engine.progress.finished(result)
+        if ctx.finalizers:
+            if tasks:
+                await asyncio.wait(tasks)
+            await self.engine.finish_source(ctx)
 
     async def _one(
         self,
@@ -213,6 +240,7 @@ class _Fetcher:
         finally:
             self.slots.release()
             own.release()
+        result.provenance = self.engine.provenance(asset)
         report.add(result)
         self.engine.progress.finished(result)
 
@@ -283,37 +311,44 @@ class _Fetcher:
             try:
                 async with await self.raw.open_writer(store_key) as writer:
                     landed = await self._stream(asset, download, writer)
-                    return await self._land(source, key, url, writer, landed, download, prior)
+                    return await self._land(
+                        source, asset, key, url, writer, landed, download, prior
+                    )
             except _Unchanged:
                 assert prior is not None
                 # Same bytes under a new ETag: remember the new validators, keep the object.
                 await self._record(
-                    source, key, url, download, prior.size, prior.sha256, prior.run_id
+                    source,
+                    key,
+                    url,
+                    download,
+                    prior.size,
+                    prior.sha256,
+                    prior.run_id,
+                    self.engine.provenance(asset),
                 )
                 return _unchanged(source, key, url, prior)
 
     async def _stream(self, asset: Asset, download: Download, writer: ObjectWriter) -> _Landed:
         validator_type = choose(self.validators, asset.media_type or download.media_type, asset.key)
         validator = validator_type.factory()
-        sha256 = hashlib.sha256()
-        md5 = hashlib.md5(usedforsecurity=False) if asset.md5 else None
+        digests = Digests(asset)
         size = 0
         assert download.chunks is not None
         async for chunk in download.chunks:
-            sha256.update(chunk)
-            if md5 is not None:
-                md5.update(chunk)
+            digests.update(chunk)
             validator.feed(chunk)
             await writer.write(chunk)
             size += len(chunk)
             self.engine.progress.transferred(len(chunk))
-        digest = sha256.hexdigest()
-        _check_integrity(asset, download, size, digest, md5.hexdigest() if md5 else None)
-        return _Landed(digest, size, validator.finish())
+        _check_length(asset, download, size)
+        digests.verify()
+        return _Landed(digests.sha256, size, validator.finish())
 
     async def _land(
         self,
         source: Source,
+        asset: Asset,
         key: str,
         url: str,
         writer: ObjectWriter,
@@ -351,7 +386,16 @@ class _Fetcher:
         if prior is not None and prior.sha256 == landed.sha256:
             raise _Unchanged
         await writer.commit(landed.sha256)
-        await self._record(source, key, url, download, landed.size, landed.sha256, self.run_id)
+        await self._record(
+            source,
+            key,
+            url,
+            download,
+            landed.size,
+            landed.sha256,
+            self.run_id,
+            self.engine.provenance(asset),
+        )
         return result
 
     async def _record(
@@ -363,6 +407,7 @@ class _Fetcher:
         size: int,
         sha256: str,
         run_id: str,
+        provenance: dict[str, Any] | None,
     ) -> None:
         record = LedgerRecord(
             source.name,
@@ -374,6 +419,7 @@ class _Fetcher:
             sha256,
             now_iso(),
             run_id,
+            json.dumps(provenance, sort_keys=True) if provenance else None,
         )
         await self.ledger.put(record)
 
@@ -382,19 +428,13 @@ def _unchanged(source: Source, key: str, url: str, prior: LedgerRecord) -> Asset
     return AssetResult(source.name, key, url, "unchanged", size=prior.size, sha256=prior.sha256)
 
 
-def _check_integrity(
-    asset: Asset, download: Download, size: int, sha256: str, md5: str | None
-) -> None:
+def _check_length(asset: Asset, download: Download, size: int) -> None:
     if download.content_length is not None and download.raw_bytes is not None:
         received = download.raw_bytes()
         if received != download.content_length:
             raise IntegrityError(f"truncated body: {received} of {download.content_length} bytes")
     if asset.size is not None and size != asset.size:
         raise IntegrityError(f"size mismatch: got {size} bytes, expected {asset.size}")
-    if asset.sha256 is not None and sha256 != asset.sha256.lower():
-        raise IntegrityError(f"sha256 mismatch: got {sha256}, expected {asset.sha256.lower()}")
-    if asset.md5 is not None and md5 != asset.md5.lower():
-        raise IntegrityError(f"md5 mismatch: got {md5}, expected {asset.md5.lower()}")
 
 
 def _quality_json(result: AssetResult, quality: QualityReport) -> bytes:

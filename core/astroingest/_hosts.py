@@ -66,12 +66,28 @@ class HostBudget:
 class HostBudgets:
     """One budget per host, made on first use from the most specific limit known."""
 
-    def __init__(self, default: HostLimit, limits: Iterable[HostLimit] = ()) -> None:
+    def __init__(
+        self,
+        default: HostLimit,
+        limits: Iterable[HostLimit] = (),
+        user_hosts: Iterable[str] = (),
+    ) -> None:
         self.default = default
         self.limits: dict[str, HostLimit] = {}
         for limit in limits:
             self.limits[limit.host.lower()] = limit
+        self.user_hosts = {h.lower() for h in user_hosts}
         self._budgets: dict[str, HostBudget] = {}
+
+    def prefer(self, limit: HostLimit) -> None:
+        """A plugin's limit for this run (NCBI with an API key), unless the user set one.
+
+        Call it before the first request to that host.
+        """
+        host = limit.host.lower()
+        if host not in self.user_hosts:
+            self.limits[host] = limit
+            self._budgets.pop(host, None)
 
     def for_url(self, url: str) -> HostBudget:
         host = (urlsplit(url).hostname or "").lower()

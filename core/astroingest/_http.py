@@ -61,6 +61,7 @@ class PoliteClient:
         *,
         what: str | None = None,
         limiter: RateLimiter | None = None,
+        auth: httpx.Auth | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[httpx.Response]:
         """One attempt, streamed; raises RetryableError / HTTPStatusError for error statuses.
@@ -73,7 +74,7 @@ class PoliteClient:
             request = self.client.build_request(
                 method, url, extensions={SLOT_EXTENSION: slot}, **kwargs
             )
-            response = await self.client.send(request, stream=True)
+            response = await self.client.send(request, stream=True, auth=auth)
             try:
                 check_status(response, what or redact_url(url))
                 yield response
@@ -81,7 +82,12 @@ class PoliteClient:
                 await response.aclose()
 
     async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """A whole small response (an index, a job status), retried under the policy."""
+        """A whole small response (an index, a job status), retried under the policy.
+
+        Takes ``limiter`` and ``auth`` besides httpx's request arguments (``params``,
+        ``headers``, ``data``, ``json``…). Error statuses raise ``HTTPStatusError`` (or
+        ``RetryableError`` once retries are spent); read ``.status_code`` on either.
+        """
         what = redact_url(url)
         async for attempt in self.retry.attempts(what):
             with attempt:
@@ -104,7 +110,9 @@ class PoliteClient:
         if conditions.last_modified:
             headers["If-Modified-Since"] = conditions.last_modified
         what = redact_url(asset.url)
-        async with self.stream("GET", asset.url, what=what, limiter=limiter, headers=headers) as r:
+        async with self.stream(
+            "GET", asset.url, what=what, limiter=limiter, auth=asset.auth, headers=headers
+        ) as r:
             length = r.headers.get("Content-Length")
             yield Download(
                 chunks=None if r.status_code == 304 else r.aiter_bytes(),

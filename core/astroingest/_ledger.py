@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS assets (
     sha256 TEXT NOT NULL,
     stored_at TEXT NOT NULL,
     run_id TEXT NOT NULL,
+    provenance TEXT,
     PRIMARY KEY (source, key)
 )
 """
@@ -40,6 +41,7 @@ class LedgerRecord:
     sha256: str
     stored_at: str
     run_id: str
+    provenance: str | None = None  # JSON: provider, query, ids, DOI…; no secrets
 
 
 _COLUMNS = ", ".join(f.name for f in fields(LedgerRecord))
@@ -56,6 +58,14 @@ class Ledger:
         # records, which only means those assets are fetched again and found unchanged.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add columns that later versions introduced to a ledger made by an earlier one."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(assets)")}
+        for column in ("provenance",):
+            if column not in have:
+                self._db.execute(f"ALTER TABLE assets ADD COLUMN {column} TEXT")
 
     def close(self) -> None:
         with self._lock:

@@ -6,7 +6,7 @@ import json
 import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 AssetStatus = Literal["stored", "unchanged", "failed", "quarantined", "planned"]
 RunStatus = Literal["ok", "failed", "cancelled", "dry-run"]
@@ -32,6 +32,7 @@ class AssetResult:
     attempts: int = 0
     error: str | None = None
     validator: str | None = None
+    provenance: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

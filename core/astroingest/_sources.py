@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from astroingest._assets import Asset
-from astroingest._hosts import RateLimiter
+from astroingest._hosts import HostLimit, RateLimiter
 from astroingest._http import PoliteClient
 
 
@@ -46,20 +47,43 @@ class SourceConfig(BaseModel):
 ConfigT = TypeVar("ConfigT", bound=SourceConfig)
 
 
+Finalizer = Callable[[], Awaitable[None]]
+
+
 @dataclass(slots=True)
 class PlanContext:
-    """What a plan function gets: its source's name, the polite client, where the config lives."""
+    """What a plan function gets: its source's name, the polite client, where the config lives.
+
+    ``client`` requests wait for their host's budget and are retried under the run's
+    policy. ``dry_run`` is true under ``--dry-run``: plan, but start nothing that costs
+    the archive real work (no async jobs submitted).
+    """
 
     source: str
     client: PoliteClient
     config_dir: Path
     log: logging.Logger
     limiter: RateLimiter | None = None
-    state: dict[str, Any] = field(default_factory=dict)
+    dry_run: bool = False
+    finalizers: list[Finalizer] = field(default_factory=list)
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """A polite, retried request counted against this source's rate too."""
+        return await self.client.request(method, url, limiter=self.limiter, **kwargs)
 
     async def get_json(self, url: str, **kwargs: Any) -> Any:
-        response = await self.client.request("GET", url, limiter=self.limiter, **kwargs)
-        return response.json()
+        return (await self.request("GET", url, **kwargs)).json()
+
+    def host_limit(self, limit: HostLimit) -> None:
+        """Use ``limit`` for its host this run (unless the user set one in ``[hosts]``)."""
+        self.client.budgets.prefer(limit)
+
+    def on_finish(self, finalizer: Finalizer) -> None:
+        """Run ``finalizer`` once every asset of this source is done (delete a UWS job…).
+
+        Its errors are logged, never fatal.
+        """
+        self.finalizers.append(finalizer)
 
 
 PlanFunction = Callable[[ConfigT, PlanContext], AsyncIterator[Asset]]

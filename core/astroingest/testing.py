@@ -41,7 +41,7 @@ from pathlib import Path
 
 import pytest
 
-from astroingest._archive_server import ArchiveServer
+from astroingest._archive_server import ArchiveRequest, ArchiveServer, Reply
 from astroingest._config import load_config
 from astroingest._engine import Engine, RunOptions
 from astroingest._plugins import Host, load_host
@@ -49,7 +49,7 @@ from astroingest._progress import LogProgress
 from astroingest._redact import Redactor
 from astroingest._report import RunReport
 
-__all__ = ["ArchiveServer"]
+__all__ = ["ArchiveRequest", "ArchiveServer", "Reply"]
 
 
 @pytest.fixture

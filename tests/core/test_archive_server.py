@@ -533,3 +533,34 @@ def test_cli_serves_a_directory(tmp_path: Path) -> None:
         proc.terminate()
         returncode = proc.wait(timeout=10)
     assert returncode == 0
+
+
+def test_routes_play_an_api_flow(server: ArchiveServer, client: httpx.Client) -> None:
+    from astroingest._archive_server import ArchiveRequest, Reply
+
+    jobs: dict[str, str] = {}
+
+    def submit(request: ArchiveRequest) -> Reply:
+        if request.method == "DELETE":
+            jobs.clear()
+            return Reply(204)
+        jobs["1"] = request.form()["QUERY"]
+        return Reply(303, headers={"Location": server.url("/async/1")})
+
+    def job(request: ArchiveRequest) -> Reply:
+        return Reply.of_json({"query": jobs.get("1"), "page": request.params.get("page")})
+
+    server.route("/async", submit, methods=["POST"])
+    server.route("/async/1", job, methods=["GET"])
+    server.route("/async/1", submit, methods=["DELETE"])
+    server.fault("/async/1", "503")
+
+    created = client.post(server.url("/async"), data={"QUERY": "select 1"})
+    assert created.status_code == 303
+    assert created.headers["location"].endswith("/async/1")
+    assert client.get(server.url("/async/1?page=2")).status_code == 503  # faults apply to routes
+    assert client.get(server.url("/async/1?page=2")).json() == {"query": "select 1", "page": "2"}
+    assert client.delete(server.url("/async/1")).status_code == 204
+    assert jobs == {}
+    assert client.put(server.url("/nothing"), content=b"x").status_code == 405
+    assert [r.method for r in server.requests("/async/1")] == ["GET", "GET", "DELETE"]
