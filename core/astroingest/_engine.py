@@ -431,8 +431,12 @@ def _unchanged(source: Source, key: str, url: str, prior: LedgerRecord) -> Asset
 def _check_length(asset: Asset, download: Download, size: int) -> None:
     if download.content_length is not None and download.raw_bytes is not None:
         received = download.raw_bytes()
-        if received != download.content_length:
+        if received < download.content_length:
             raise IntegrityError(f"truncated body: {received} of {download.content_length} bytes")
+        if received > download.content_length:
+            raise IntegrityError(
+                f"body grew while being read: {received} bytes, {download.content_length} expected"
+            )
     if asset.size is not None and size != asset.size:
         raise IntegrityError(f"size mismatch: got {size} bytes, expected {asset.size}")
 

@@ -125,7 +125,42 @@ class PoliteClient:
             )
 
 
-_SECRET_PARAMS = ("token", "key", "password", "passwd", "secret", "signature", "sig", "auth")
+_SECRET_NAMES = frozenset(
+    {
+        "key",
+        "apikey",
+        "token",
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "sig",
+        "signature",
+        "auth",
+        "authorization",
+        "credential",
+        "session",
+        "sessionid",
+        "jsessionid",
+        "code",
+    }
+)
+_SECRET_SUFFIXES = (
+    "_key",
+    "-key",
+    "_token",
+    "-token",
+    "_secret",
+    "_password",
+    "-signature",
+    "-credential",
+    "-security-token",
+)
+
+
+def _secret_param(name: str) -> bool:
+    name = name.lower()
+    return name in _SECRET_NAMES or name.endswith(_SECRET_SUFFIXES)
 
 
 def redact_url(url: str) -> str:
@@ -135,10 +170,7 @@ def redact_url(url: str) -> str:
     parts = httpx.URL(url)
     if parts.userinfo:
         parts = parts.copy_with(username=None, password=None)
-    params = [
-        (k, "REDACTED" if any(s in k.lower() for s in _SECRET_PARAMS) else v)
-        for k, v in parts.params.multi_items()
-    ]
+    params = [(k, "REDACTED" if _secret_param(k) else v) for k, v in parts.params.multi_items()]
     if params:
         parts = parts.copy_with(params=params)
     return str(parts)

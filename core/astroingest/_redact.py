@@ -36,4 +36,11 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self.redactor(record.getMessage())
         record.args = None
+        if record.exc_info:
+            # Handlers would print the traceback from exc_info, unscrubbed; hand them text.
+            text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+            record.exc_text = self.redactor(text)
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = self.redactor(record.exc_text)
         return True

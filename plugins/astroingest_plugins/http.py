@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
@@ -73,9 +74,12 @@ async def plan(config: HttpConfig, ctx: PlanContext) -> AsyncIterator[Asset]:
     entries = [UrlEntry(url=u) if isinstance(u, str) else u for u in config.urls]
     if config.index:
         entries = await _read_index(config.index, config, ctx)
-    taken: set[str] = set()
-    for entry in entries:
-        key = _unique(entry.key or key_from_url(entry.url), entry.url, taken)
+    names = [entry.key or key_from_url(entry.url) for entry in entries]
+    counts = Counter(names)
+    for entry, name in zip(entries, names, strict=True):
+        # A name shared by several URLs gets a suffix from its own URL, so each key keeps
+        # naming the same URL's bytes whatever the order of the list.
+        key = name if counts[name] == 1 or entry.key else _suffixed(name, entry.url)
         yield Asset(
             url=entry.url,
             key=key,
@@ -111,14 +115,10 @@ def key_from_url(url: str) -> str:
     return name or parts.hostname or "index"
 
 
-def _unique(key: str, url: str, taken: set[str]) -> str:
-    """Two URLs with the same file name get distinct keys, stable across runs."""
-    if key in taken:
-        stem, dot, ext = key.rpartition(".")
-        digest = hashlib.sha256(url.encode()).hexdigest()[:10]
-        key = f"{stem}-{digest}.{ext}" if dot and stem else f"{key}-{digest}"
-    taken.add(key)
-    return key
+def _suffixed(key: str, url: str) -> str:
+    stem, dot, ext = key.rpartition(".")
+    digest = hashlib.sha256(url.encode()).hexdigest()[:10]
+    return f"{stem}-{digest}.{ext}" if dot and stem else f"{key}-{digest}"
 
 
 @hookimpl

@@ -1,0 +1,251 @@
+"""The engine's HTTP client: URL redaction, status mapping, retries, budgets, sharded pools."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import httpx
+import pytest
+from astroingest import HTTPStatusError, RetryableError
+from astroingest._archive_server import ArchiveServer
+from astroingest._hosts import HostBudgets, HostLimit
+from astroingest._http import (
+    USER_AGENT,
+    PoliteClient,
+    Timeouts,
+    check_status,
+    make_client,
+    redact_url,
+)
+from astroingest._retry import RetryPolicy
+from astroingest._transport import SLOT_EXTENSION, ShardedTransport
+from pytest_httpx import HTTPXMock
+
+REMOTE = "https://archive.example.org/data/catalog.json"
+FAST_RETRY = RetryPolicy(retries=3, floor=0.01, ceiling=0.02)
+
+# -- redact_url ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://ana:hunter22@archive.org/a.fits", "https://archive.org/a.fits"),
+        ("https://tok3nvalue@archive.org/a.fits", "https://archive.org/a.fits"),
+        ("https://archive.org/a?token=abc123", "https://archive.org/a?token=REDACTED"),
+        ("https://archive.org/a?api_key=abc123", "https://archive.org/a?api_key=REDACTED"),
+        ("https://archive.org/a?apikey=abc123", "https://archive.org/a?apikey=REDACTED"),
+        ("https://archive.org/a?password=abc123", "https://archive.org/a?password=REDACTED"),
+        ("https://archive.org/a?passwd=abc123", "https://archive.org/a?passwd=REDACTED"),
+        ("https://archive.org/a?client_secret=x", "https://archive.org/a?client_secret=REDACTED"),
+        ("https://archive.org/a?signature=abc", "https://archive.org/a?signature=REDACTED"),
+        (
+            "https://bucket.s3.amazonaws.com/a?X-Amz-Signature=abc&X-Amz-Expires=60",
+            "https://bucket.s3.amazonaws.com/a?X-Amz-Signature=REDACTED&X-Amz-Expires=60",
+        ),
+        ("https://archive.org/a?sig=abc", "https://archive.org/a?sig=REDACTED"),
+        ("https://archive.org/a?access_token=x", "https://archive.org/a?access_token=REDACTED"),
+        ("https://archive.org/a?TOKEN=abc123", "https://archive.org/a?TOKEN=REDACTED"),
+    ],
+)
+def test_redact_url_removes_credentials(url: str, expected: str) -> None:
+    assert redact_url(url) == expected
+
+
+def test_redact_url_keeps_ordinary_parameters_and_their_order() -> None:
+    url = "https://u:p@archive.org/tap/sync?query=select&format=csv&token=t0k3n&page=2&maxrec=10"
+    redacted = redact_url(url)
+    assert redacted == (
+        "https://archive.org/tap/sync?query=select&format=csv&token=REDACTED&page=2&maxrec=10"
+    )
+    assert "t0k3n" not in redacted and "u:p" not in redacted
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://archive.org/a.fits",
+        "https://archive.org:8443/deep/path/a.fits",
+        "https://archive.org/a?format=votable&ra=10.5&dec=-3",
+        "http://127.0.0.1:8080/x#part",
+    ],
+)
+def test_redact_url_leaves_secret_free_urls_unchanged(url: str) -> None:
+    assert redact_url(url) == url
+
+
+# -- check_status -------------------------------------------------------------------------
+
+
+def _response(status: int, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(status, headers=headers, request=httpx.Request("GET", REMOTE))
+
+
+@pytest.mark.parametrize("status", [200, 204, 206, 302, 304])
+def test_check_status_passes_bodies_and_not_modified(status: int) -> None:
+    check_status(_response(status), "x")  # raises for anything else
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "retry_after"),
+    [
+        (429, {"Retry-After": "7"}, 7.0),
+        (503, {"Retry-After": "0"}, 0.0),
+        (503, {}, None),
+        (429, {}, None),
+        (500, {}, None),
+        (502, {}, None),
+        (408, {}, None),
+    ],
+)
+def test_check_status_retryable(
+    status: int, headers: dict[str, str], retry_after: float | None
+) -> None:
+    with pytest.raises(RetryableError, match=rf"^HTTP {status} .* for the catalog$") as caught:
+        check_status(_response(status, headers), "the catalog")
+    assert type(caught.value) is RetryableError
+    assert caught.value.retry_after == retry_after
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 410])
+def test_check_status_permanent(status: int) -> None:
+    with pytest.raises(HTTPStatusError) as caught:
+        check_status(_response(status), "the catalog")
+    assert caught.value.status_code == status
+    assert not isinstance(caught.value, RetryableError)
+
+
+def test_check_status_404_message() -> None:
+    with pytest.raises(HTTPStatusError, match=r"^HTTP 404 Not Found for the catalog$"):
+        check_status(_response(404), "the catalog")
+
+
+# -- PoliteClient against a mocked remote archive -----------------------------------------
+
+
+def _budgets(connections: int = 4) -> HostBudgets:
+    return HostBudgets(HostLimit("*", connections))
+
+
+async def test_request_retries_a_503_then_succeeds_with_the_user_agent(
+    httpx_mock: HTTPXMock,
+) -> None:
+    httpx_mock.add_response(url=REMOTE, status_code=503, headers={"Retry-After": "0"})
+    httpx_mock.add_response(url=REMOTE, status_code=503)
+    httpx_mock.add_response(url=REMOTE, json={"entries": 3})
+    async with make_client(Timeouts(), 8) as client:
+        polite = PoliteClient(client, _budgets(), FAST_RETRY)
+        response = await polite.get(REMOTE)
+    assert response.status_code == 200
+    assert response.json() == {"entries": 3}
+    requests = httpx_mock.get_requests()
+    assert len(requests) == 3
+    assert {r.headers["User-Agent"] for r in requests} == {USER_AGENT}
+    assert USER_AGENT.startswith("astroingest/")
+
+
+async def test_request_gives_up_after_the_policy_s_retries(httpx_mock: HTTPXMock) -> None:
+    for _ in range(FAST_RETRY.retries + 1):
+        httpx_mock.add_response(url=REMOTE, status_code=503)
+    async with make_client(Timeouts(), 8) as client:
+        polite = PoliteClient(client, _budgets(), FAST_RETRY)
+        with pytest.raises(RetryableError, match="HTTP 503"):
+            await polite.get(REMOTE)
+    assert len(httpx_mock.get_requests()) == FAST_RETRY.retries + 1
+
+
+async def test_request_does_not_retry_a_404_and_redacts_its_url(httpx_mock: HTTPXMock) -> None:
+    url = "https://archive.example.org/missing.fits?token=t0ps3cret&format=fits"
+    httpx_mock.add_response(url=url, status_code=404)
+    async with make_client(Timeouts(), 8) as client:
+        polite = PoliteClient(client, _budgets(), FAST_RETRY)
+        with pytest.raises(HTTPStatusError) as caught:
+            await polite.get(url)
+    assert caught.value.status_code == 404
+    assert "t0ps3cret" not in str(caught.value)
+    assert "missing.fits?token=REDACTED&format=fits" in str(caught.value)
+    assert len(httpx_mock.get_requests()) == 1
+
+
+# -- the host connection cap, against a real local archive --------------------------------
+
+LATENCY = 0.2
+
+
+async def _six_at_once(connections: int) -> tuple[float, list[float]]:
+    with ArchiveServer(latency=LATENCY) as archive:
+        urls = [archive.add(f"f{i}.txt", b"x\n") for i in range(6)]
+        budgets = HostBudgets(HostLimit("*", 16), [HostLimit("127.0.0.1", connections)])
+        async with make_client(Timeouts(), 16) as client:
+            polite = PoliteClient(client, budgets, RetryPolicy(retries=0))
+            start = time.monotonic()
+            responses = await asyncio.gather(*(polite.get(u) for u in urls))
+            elapsed = time.monotonic() - start
+        assert [r.status_code for r in responses] == [200] * 6
+        return elapsed, sorted(r.time for r in archive.requests())
+
+
+async def test_host_connection_cap_holds_through_the_polite_client() -> None:
+    elapsed, began = await _six_at_once(connections=2)
+    # Two at a time, each waiting LATENCY on the server: three rounds.
+    assert elapsed >= 3 * LATENCY - 0.02
+    # Never three responses begun within one latency of each other.
+    gaps = [later - earlier for earlier, later in zip(began, began[2:], strict=False)]
+    assert min(gaps) >= LATENCY - 0.05, gaps
+
+
+async def test_without_a_tight_cap_the_same_requests_overlap() -> None:
+    # The control for the test above: the server does serve six at once.
+    elapsed, began = await _six_at_once(connections=6)
+    assert elapsed < 2 * LATENCY
+    assert began[-1] - began[0] < LATENCY / 2
+
+
+# -- ShardedTransport ---------------------------------------------------------------------
+
+
+def _request(host: str, slot: int | None) -> httpx.Request:
+    extensions = {} if slot is None else {SLOT_EXTENSION: slot}
+    return httpx.Request("GET", f"https://{host}/x", extensions=extensions)
+
+
+async def test_sharded_transport_maps_a_host_slot_to_the_same_pool_every_time() -> None:
+    first, second = ShardedTransport(32), ShardedTransport(32)
+    try:
+        for host in ("archive.example.org", "cmr.earthdata.nasa.gov", "127.0.0.1"):
+            for slot in range(32):
+                pool = first.pool_for(_request(host, slot))
+                assert first.pool_for(_request(host, slot)) is pool
+                # The mapping is a pure function of (host, slot): another client agrees.
+                again = second.pool_for(_request(host, slot))
+                assert second.pools.index(again) == first.pools.index(pool)
+        assert first.pool_for(_request("a.org", None)) is first.pool_for(_request("a.org", 0))
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_sharded_transport_spreads_one_host_over_several_pools() -> None:
+    transport = ShardedTransport(32)
+    try:
+        assert len(transport.pools) == 32 // transport.per_pool
+        counts = Counter(
+            transport.pools.index(transport.pool_for(_request("archive.example.org", slot)))
+            for slot in range(32)
+        )
+        assert len(counts) == len(transport.pools)  # every pool gets a share
+        assert set(counts.values()) == {transport.per_pool}
+    finally:
+        await transport.aclose()
+
+
+async def test_sharded_transport_is_intercepted_by_pytest_httpx(httpx_mock: HTTPXMock) -> None:
+    # The engine's client delegates to httpx.AsyncHTTPTransport pools, which pytest-httpx
+    # patches: remote archives can be mocked through the real client.
+    httpx_mock.add_response(url=REMOTE, text="ok")
+    async with make_client(Timeouts(), 8) as client:
+        response = await client.get(REMOTE, extensions={SLOT_EXTENSION: 5})
+    assert response.text == "ok"
+    assert isinstance(client._transport, ShardedTransport)
