@@ -104,7 +104,7 @@ def load_config(path: Path, host: Host) -> Config:
         raise ConfigError(_toml_line(label, text, error)) from None
     secrets: set[str] = set()
     try:
-        data = interpolate(data, environment_for(path), secrets)
+        data = interpolate(data, environment_for(path), secrets, lenient=_disabled(data))
     except UndefinedVariable as error:
         raise ConfigError(
             f"{label}: {_where(error.where)}: undefined variable ${{{error.name}}} "
@@ -119,6 +119,18 @@ def load_config(path: Path, host: Host) -> Config:
     sources = _resolve_sources(label, text, root.sources, host, secrets)
     hosts = {name: HostLimit(name, h.connections, h.rate) for name, h in root.hosts.items()}
     return Config(path, store, root.defaults, hosts, sources, frozenset(secrets))
+
+
+def _disabled(data: Mapping[str, Any]) -> frozenset[tuple[str | int, ...]]:
+    """Paths of sources written with ``enabled = false``: their variables may be unset."""
+    tables = data.get("sources")
+    if not isinstance(tables, dict):
+        return frozenset()
+    return frozenset(
+        ("sources", name)
+        for name, table in tables.items()
+        if isinstance(table, dict) and table.get("enabled") is False
+    )
 
 
 def _resolve_sources(

@@ -56,8 +56,14 @@ def select_sources(config: Config, only: Sequence[str]) -> list[Source]:
         raise ConfigError(
             f"{config.path.name}: --only {unknown[0]}: no such source (known: {known})"
         )
+    disabled = [name for name in only if not config.sources[name].config.enabled]
+    if disabled:
+        raise ConfigError(
+            f"{config.path.name}: --only {disabled[0]}: the source is disabled "
+            "(set enabled = true in its table, with the variables it names)"
+        )
     chosen = [config.sources[name] for name in only] if only else list(config.sources.values())
-    return [s for s in chosen if s.config.enabled or s.name in only]
+    return [s for s in chosen if s.config.enabled]
 
 
 class Engine:

@@ -31,30 +31,43 @@ def environment_for(config_path: Path) -> dict[str, str]:
 
 
 def interpolate(
-    value: Any, env: Mapping[str, str], secrets: set[str], where: tuple[str | int, ...] = ()
+    value: Any,
+    env: Mapping[str, str],
+    secrets: set[str],
+    where: tuple[str | int, ...] = (),
+    lenient: frozenset[tuple[str | int, ...]] = frozenset(),
 ) -> Any:
     """A copy of ``value`` with every ``${VAR}`` replaced; ``$$`` is a literal ``$``.
 
-    Each substituted value is added to ``secrets`` so the redactor can scrub it.
+    Each substituted value is added to ``secrets`` so the redactor can scrub it. Under a
+    path in ``lenient`` (a disabled source) an undefined variable is left as written, so
+    a newcomer without that account can still run everything else.
     """
     if isinstance(value, str):
-        return _substitute(value, env, secrets, where)
+        strict = not any(where[: len(p)] == p for p in lenient)
+        return _substitute(value, env, secrets, where, strict)
     if isinstance(value, dict):
-        return {k: interpolate(v, env, secrets, (*where, k)) for k, v in value.items()}
+        return {k: interpolate(v, env, secrets, (*where, k), lenient) for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate(v, env, secrets, (*where, i)) for i, v in enumerate(value)]
+        return [interpolate(v, env, secrets, (*where, i), lenient) for i, v in enumerate(value)]
     return value
 
 
 def _substitute(
-    text: str, env: Mapping[str, str], secrets: set[str], where: tuple[str | int, ...]
+    text: str,
+    env: Mapping[str, str],
+    secrets: set[str],
+    where: tuple[str | int, ...],
+    strict: bool,
 ) -> str:
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
         if name is None:
             return "$"
         if name not in env:
-            raise UndefinedVariable(name, where)
+            if strict:
+                raise UndefinedVariable(name, where)
+            return match.group(0)
         if env[name]:
             secrets.add(env[name])
         return env[name]

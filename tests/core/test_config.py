@@ -156,6 +156,16 @@ def test_undefined_variable_is_an_error(
     )
 
 
+def test_disabled_sources_may_name_unset_variables(
+    write_toml: Write, astroingest_host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CDS_TOKEN_UNSET", raising=False)
+    body = '[sources.a]\nplugin = "http"\nurls = ["https://x.org/${CDS_TOKEN_UNSET}"]\n'
+    config = load_config(write_toml(body + "enabled = false\n"), astroingest_host)
+    assert config.sources["a"].config.urls == ["https://x.org/${CDS_TOKEN_UNSET}"]  # type: ignore[attr-defined]
+    assert "undefined variable ${CDS_TOKEN_UNSET}" in error_of(write_toml(body), astroingest_host)
+
+
 def test_dollar_dollar_is_a_literal_dollar(write_toml: Write, astroingest_host: Host) -> None:
     config = load_config(
         write_toml('[sources.a]\nplugin = "http"\nurls = ["https://x.org/a?$$top=5"]'),

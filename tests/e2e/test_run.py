@@ -273,3 +273,19 @@ def test_env_file_beside_sources(tmp_path: Path) -> None:
         env = {k: v for k, v in os.environ.items() if k != "TOKEN_FROM_FILE"}
         result = run_cli(["run", "--sources", str(sources)], env=env)
     assert result.returncode == 0, result.stderr
+
+
+def test_disabled_sources_are_skipped_and_cannot_be_forced(tmp_path: Path) -> None:
+    with ArchiveServer() as archive:
+        a = archive.add("a.csv", CSV, content_type="text/csv")
+        sources = write_sources(
+            tmp_path,
+            f'[sources.on]\nplugin = "http"\nurls = ["{a}"]\n'
+            '[sources.off]\nplugin = "http"\nenabled = false\nurls = ["https://x.org/${UNSET_TOKEN_123}"]\n',
+        )
+        result = run_cli(["run", "--sources", str(sources)])
+        forced = run_cli(["run", "--sources", str(sources), "--only", "off"])
+    assert result.returncode == 0, result.stderr
+    assert {a["source"] for a in reports(tmp_path / "astroingest-data")[0]["assets"]} == {"on"}
+    assert forced.returncode == 2
+    assert "--only off: the source is disabled" in forced.stderr
