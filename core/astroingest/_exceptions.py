@@ -44,20 +44,34 @@ class FetchError(AstroingestError):
 class RetryableError(FetchError):
     """A transient failure worth another attempt.
 
-    ``retry_after`` is the server's Retry-After in seconds, when it sent one.
+    ``retry_after`` is the server's Retry-After in seconds, when it sent one; for an
+    HTTP status, ``status_code`` and the first 64 KiB of the error ``body`` are kept.
     """
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        status_code: int | None = None,
+        body: bytes = b"",
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status_code = status_code
+        self.body = body
 
 
 class HTTPStatusError(FetchError):
-    """The server answered with a status that another attempt will not change."""
+    """The server answered with a status that another attempt will not change.
 
-    def __init__(self, message: str, status_code: int) -> None:
+    ``body`` holds the first 64 KiB of the error body: archives explain themselves there.
+    """
+
+    def __init__(self, message: str, status_code: int, body: bytes = b"") -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.body = body
 
 
 class IntegrityError(RetryableError):

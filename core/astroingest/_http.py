@@ -30,19 +30,37 @@ def make_client(timeouts: Timeouts, max_connections: int) -> httpx.AsyncClient:
         timeout=httpx.Timeout(timeouts.read, connect=timeouts.connect, pool=None),
         transport=ShardedTransport(max_connections),
         headers={"User-Agent": USER_AGENT},
-        follow_redirects=True,
+        follow_redirects=False,  # PoliteClient follows them, hop by hop, within budgets
     )
 
 
-def check_status(response: httpx.Response, what: str) -> None:
+ERROR_BODY_LIMIT = 64 * 1024
+MAX_REDIRECTS = 10
+
+
+def check_status(response: httpx.Response, what: str, body: bytes = b"") -> None:
     """Raise for statuses that are not a body: retryable ones and permanent ones."""
     status = response.status_code
     if status < 400 or status == 304:
         return
     message = f"HTTP {status} {response.reason_phrase} for {what}"
     if status in RETRY_STATUSES or status >= 500:
-        raise RetryableError(message, parse_retry_after(response.headers.get("Retry-After")))
-    raise HTTPStatusError(message, status)
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        raise RetryableError(message, retry_after, status_code=status, body=body)
+    raise HTTPStatusError(message, status, body)
+
+
+async def _error_body(response: httpx.Response) -> bytes:
+    body = b""
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) >= ERROR_BODY_LIMIT:
+            break
+    return body[:ERROR_BODY_LIMIT]
+
+
+def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
 
 
 class PoliteClient:
@@ -66,20 +84,38 @@ class PoliteClient:
     ) -> AsyncIterator[httpx.Response]:
         """One attempt, streamed; raises RetryableError / HTTPStatusError for error statuses.
 
-        The host's connection slot is held until the body is closed.
+        Redirects are followed here, each hop within its own host's budget. Headers the
+        caller set (an API token) are not carried to another origin, and neither is
+        Authorization (as httpx does); an ``auth`` flow runs again on every hop and
+        decides for itself. The final host's slot is held until the body is closed.
         """
-        async with self.budgets.for_url(url).slot() as slot:
-            if limiter is not None:
-                await limiter.acquire()
-            request = self.client.build_request(
-                method, url, extensions={SLOT_EXTENSION: slot}, **kwargs
-            )
-            response = await self.client.send(request, stream=True, auth=auth)
-            try:
-                check_status(response, what or redact_url(url))
-                yield response
-            finally:
-                await response.aclose()
+        if limiter is not None:
+            await limiter.acquire()
+        request = self.client.build_request(method, url, **kwargs)
+        private = {name.lower() for name in (kwargs.get("headers") or {})}
+        origin = request.url
+        for _ in range(MAX_REDIRECTS + 1):
+            async with self.budgets.for_url(str(request.url)).slot() as slot:
+                request.extensions = {**request.extensions, SLOT_EXTENSION: slot}
+                response = await self.client.send(
+                    request, stream=True, auth=auth, follow_redirects=False
+                )
+                try:
+                    if response.next_request is None:
+                        if response.status_code >= 400:
+                            body = await _error_body(response)
+                            check_status(response, what or redact_url(url), body)
+                        yield response
+                        return
+                    request = response.next_request
+                finally:
+                    await response.aclose()
+            if not _same_origin(request.url, origin):
+                for name in private:
+                    request.headers.pop(name, None)
+        raise HTTPStatusError(
+            f"more than {MAX_REDIRECTS} redirects for {what or redact_url(url)}", 310
+        )
 
     async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """A whole small response (an index, a job status), retried under the policy.
@@ -158,9 +194,12 @@ _SECRET_SUFFIXES = (
 )
 
 
+_NOT_SECRET = frozenset({"query_key"})  # NCBI's history handle
+
+
 def _secret_param(name: str) -> bool:
     name = name.lower()
-    return name in _SECRET_NAMES or name.endswith(_SECRET_SUFFIXES)
+    return name not in _NOT_SECRET and (name in _SECRET_NAMES or name.endswith(_SECRET_SUFFIXES))
 
 
 def redact_url(url: str) -> str:

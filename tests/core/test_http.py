@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -249,3 +250,75 @@ async def test_sharded_transport_is_intercepted_by_pytest_httpx(httpx_mock: HTTP
         response = await client.get(REMOTE, extensions={SLOT_EXTENSION: 5})
     assert response.text == "ok"
     assert isinstance(client._transport, ShardedTransport)
+
+
+# --- redirects: followed by PoliteClient, hop by hop ------------------------------------
+
+
+class _CountingAuth(httpx.Auth):
+    """Sets a bearer only for one host, as a plugin's auth flow should."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.hosts_seen: list[str] = []
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        self.hosts_seen.append(f"{request.url.host}:{request.url.port}")
+        if f"{request.url.host}:{request.url.port}" == self.host:
+            request.headers["Authorization"] = "Bearer t0k3n"
+        yield request
+
+
+async def test_redirects_drop_private_headers_across_origins_and_rerun_auth() -> None:
+    from astroingest._archive_server import Reply
+
+    with ArchiveServer() as api, ArchiveServer() as store:
+        final = store.add("object.bin", b"payload")
+        api.route("/hop", lambda r: Reply(302, headers={"Location": api.url("/data")}))
+        api.route("/data", lambda r: Reply(307, headers={"Location": final}))
+        auth = _CountingAuth(api.base_url.removeprefix("http://"))
+        client = PoliteClient(
+            make_client(Timeouts(), 8), HostBudgets(HostLimit("*", 4)), RetryPolicy(0)
+        )
+        async with client.client:
+            response = await client.request(
+                "GET", api.url("/hop"), headers={"PRIVATE-TOKEN": "abc123"}, auth=auth
+            )
+        assert response.content == b"payload"
+        [first, second] = api.requests()
+        assert first.headers["private-token"] == "abc123"  # same origin: kept
+        assert second.headers["private-token"] == "abc123"
+        assert second.headers["authorization"] == "Bearer t0k3n"
+        [last] = store.requests()
+        assert "private-token" not in last.headers  # another origin: dropped
+        assert "authorization" not in last.headers  # the auth flow chose not to send it
+        assert len(auth.hosts_seen) == 3  # the flow ran on every hop
+
+
+async def test_redirect_loops_end_with_a_clear_error() -> None:
+    from astroingest._archive_server import Reply
+
+    with ArchiveServer() as api:
+        api.route("/loop", lambda r: Reply(302, headers={"Location": api.url("/loop")}))
+        client = PoliteClient(
+            make_client(Timeouts(), 8), HostBudgets(HostLimit("*", 4)), RetryPolicy(0)
+        )
+        async with client.client:
+            with pytest.raises(HTTPStatusError, match="more than 10 redirects"):
+                await client.request("GET", api.url("/loop"))
+        assert api.count("/loop") == 11
+
+
+async def test_error_bodies_are_kept_on_the_exception() -> None:
+    from astroingest._archive_server import Reply
+
+    with ArchiveServer() as api:
+        api.route("/bad", lambda r: Reply.of_json({"title": "queued requests limit"}, status=400))
+        client = PoliteClient(
+            make_client(Timeouts(), 8), HostBudgets(HostLimit("*", 4)), RetryPolicy(0)
+        )
+        async with client.client:
+            with pytest.raises(HTTPStatusError) as info:
+                await client.request("POST", api.url("/bad"))
+    assert info.value.status_code == 400
+    assert b"queued requests limit" in info.value.body

@@ -1,0 +1,1 @@
+"""Copernicus: the Climate Data Store and the Data Space Ecosystem."""

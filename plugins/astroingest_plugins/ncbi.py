@@ -1,0 +1,517 @@
+"""``plugin = "ncbi.eutils"``: an Entrez search, fetched in batches from NCBI's history server.
+
+One ``esearch`` with ``usehistory=y`` leaves the result set on NCBI's history server
+(``WebEnv`` + ``query_key``); every ``batch_size`` records of it then become one asset,
+the ``efetch`` (or ``esummary``) URL for that ``retstart``/``retmax``. The engine
+downloads, validates and lands each batch like any other file.
+
+NCBI's usage policy: ``tool`` and ``email`` go with every request, at most 3 requests/s
+without an API key and 10/s with one (see https://www.ncbi.nlm.nih.gov/books/NBK25497/).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any, Literal
+from urllib.parse import urlencode, urlsplit
+from xml.parsers import expat
+
+from astroingest import (
+    Asset,
+    Conditions,
+    Download,
+    FetchError,
+    HostLimit,
+    HTTPStatusError,
+    PlanContext,
+    PoliteClient,
+    RetryableError,
+    SourceConfig,
+    SourceType,
+    hookimpl,
+)
+from astroingest._hosts import RateLimiter
+from pydantic import Field, field_validator, model_validator
+
+from astroingest_plugins.hosts import PUBLISHED_LIMITS
+
+DEFAULT_BASE_URL = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils"
+NCBI_HOST = "eutils.ncbi.nlm.nih.gov"
+KEYLESS = next(limit for limit in PUBLISHED_LIMITS if limit.host == NCBI_HOST)
+KEYED_CONNECTIONS, KEYED_RATE = 10, 10.0
+PUBMED_MAX_RECORDS = 9999
+"""PubMed's E-utilities refuse ``retstart`` above 9998, so only this many records are reachable."""
+ESUMMARY_JSON_MAX = 500
+"""esummary answers "Too many UIDs in request" above 500 UIDs with retmode=json."""
+CITATION = (
+    "Entrez Programming Utilities Help. Bethesda (MD): National Center for Biotechnology "
+    "Information (US); 2010-. https://www.ncbi.nlm.nih.gov/books/NBK25501/"
+)
+DOCUMENTATION = "https://www.ncbi.nlm.nih.gov/books/NBK25499/"
+
+_FASTA_TYPES = frozenset({"fasta", "fasta_cds_na", "fasta_cds_aa"})
+_GENBANK_TYPES = frozenset({"gb", "gbwithparts", "gp"})
+_DATE = r"^\d{4}(/\d{1,2}(/\d{1,2})?)?$"
+_HEAD_BYTES = 2048
+_BODY_ERROR = re.compile(
+    rb"<(?:eFetchResult|eSummaryResult)>\s*<ERROR>(.*?)</ERROR>", re.DOTALL | re.IGNORECASE
+)
+
+
+class EutilsConfig(SourceConfig):
+    """An Entrez search and how to fetch its records."""
+
+    db: str = Field(
+        pattern=r"^[a-z0-9_]+$",
+        description='Entrez database: "pubmed", "protein", "nuccore", "gene", "medgen"...',
+    )
+    term: str = Field(
+        min_length=1,
+        description='Entrez query, as typed in the web search box: "OCRL[gene] AND human[orgn]".',
+    )
+    method: Literal["efetch", "esummary"] = Field(
+        default="efetch",
+        description="efetch for full records, esummary for document summaries.",
+    )
+    rettype: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.]+$",
+        description='efetch record type ("fasta", "gb", "gbwithparts", "gp", "abstract", '
+        '"medline"...); unset: the database\'s default. Not used by esummary.',
+    )
+    retmode: Literal["xml", "text", "json", "asn.1"] = Field(
+        default="xml",
+        description='Format: "xml", "text" (FASTA/GenBank flat files...), "json" or "asn.1".',
+    )
+    batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=10000,
+        description="Records per request (retmax); each batch is one stored file. "
+        "NCBI allows up to 10000 (500 for esummary with retmode json).",
+    )
+    max_records: int | None = Field(
+        default=None, ge=1, description="Fetch at most this many records of the search."
+    )
+    sort: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_ .+-]+$",
+        description='Order of the result set ("pub_date", "relevance"...); batches follow it.',
+    )
+    datetype: str | None = Field(
+        default=None,
+        pattern=r"^[a-z]+$",
+        description='Date the filters apply to: "pdat" (publication), "edat" (Entrez), "mdat"...',
+    )
+    mindate: str | None = Field(
+        default=None, pattern=_DATE, description='Start of a date range, "YYYY[/MM[/DD]]".'
+    )
+    maxdate: str | None = Field(
+        default=None, pattern=_DATE, description='End of a date range, "YYYY[/MM[/DD]]".'
+    )
+    reldate: int | None = Field(
+        default=None, ge=1, description="Only records dated within the last N days."
+    )
+    api_key: str | None = Field(
+        default=None,
+        description='NCBI API key, as "${NCBI_API_KEY}"; raises the budget from 3 to 10 '
+        "requests/s.",
+    )
+    email: str | None = Field(
+        default=None,
+        validate_default=True,
+        description="Your contact address, required by NCBI's usage policy and sent with every "
+        'request; "${NCBI_EMAIL}" keeps it out of run reports.',
+    )
+    tool: str = Field(
+        default="astroingest",
+        pattern=r"^\S+$",
+        description="Application name sent with every request (no spaces).",
+    )
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str:
+        if value is None:
+            raise ValueError(
+                "required by NCBI's usage policy (they contact you before blocking): "
+                'email = "you@example.org" or "${NCBI_EMAIL}"'
+            )
+        if not re.fullmatch(r"[^@\s]+@[^@\s]+", value):
+            raise ValueError(f"not an email address: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EutilsConfig:
+        if (self.mindate is None) != (self.maxdate is None):
+            raise ValueError("give mindate and maxdate together (NCBI ignores one alone)")
+        if self.method == "esummary":
+            if self.rettype is not None:
+                raise ValueError("esummary takes no rettype (it is an efetch option)")
+            if self.retmode not in ("xml", "json"):
+                raise ValueError('esummary answers retmode "xml" or "json" only')
+            if self.retmode == "json" and self.batch_size > ESUMMARY_JSON_MAX:
+                raise ValueError(
+                    f"esummary with retmode json takes at most {ESUMMARY_JSON_MAX} records "
+                    "per request: lower batch_size"
+                )
+        return self
+
+    @property
+    def filters(self) -> dict[str, str | int]:
+        """The date filters that are set, as esearch parameters."""
+        values = {
+            "datetype": self.datetype,
+            "mindate": self.mindate,
+            "maxdate": self.maxdate,
+            "reldate": self.reldate,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class Search:
+    """What esearch said about the term."""
+
+    count: int
+    query_key: str | None
+    webenv: str | None
+    translation: str | None = None
+    problems: tuple[str, ...] = ()
+    """ErrorList/WarningList entries: parts of the term NCBI could not use."""
+
+
+async def plan(config: EutilsConfig, ctx: PlanContext) -> AsyncIterator[Asset]:
+    base = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
+    _claim_budget(base, config, ctx)
+    search = await esearch(base, config, ctx)
+    total = _reachable(search, config, ctx)
+    if total == 0:
+        return
+    batches = range(0, total, config.batch_size)
+    ctx.log.info(
+        "%s: %d of %d records of %s in %d batches of up to %d",
+        config.method,
+        total,
+        search.count,
+        config.db,
+        len(batches),
+        config.batch_size,
+    )
+    if ctx.dry_run:
+        ctx.log.info("dry run: listing the batches, fetching none")
+    for start in batches:
+        yield batch_asset(base, config, search, start, min(config.batch_size, total - start), ctx)
+
+
+def _claim_budget(base: str, config: EutilsConfig, ctx: PlanContext) -> None:
+    """NCBI's published rate for whichever host serves the E-utilities this run.
+
+    The keyless budget for NCBI itself is built in (hosts.py); a mirror or a test server
+    gets the same one, so the politeness does not depend on the URL.
+    """
+    host = urlsplit(base).hostname or NCBI_HOST
+    if config.api_key:
+        ctx.host_limit(HostLimit(host, connections=KEYED_CONNECTIONS, rate=KEYED_RATE))
+    elif host != NCBI_HOST:
+        ctx.host_limit(HostLimit(host, connections=KEYLESS.connections, rate=KEYLESS.rate))
+
+
+def _identity(config: EutilsConfig) -> dict[str, str]:
+    """What NCBI wants on every request: who is asking, and the key when there is one."""
+    assert config.email is not None  # the validator guarantees it
+    params = {"tool": config.tool, "email": config.email}
+    if config.api_key:
+        params["api_key"] = config.api_key
+    return params
+
+
+async def esearch(base: str, config: EutilsConfig, ctx: PlanContext) -> Search:
+    """Run the search on the history server; raise FetchError for NCBI's logical errors."""
+    form: dict[str, str | int] = {
+        "db": config.db,
+        "term": config.term,
+        "usehistory": "y",
+        "retmax": 0,  # the ids come from the history server, batch by batch
+        "retmode": "xml",
+        **config.filters,
+    }
+    if config.sort:
+        form["sort"] = config.sort
+    form.update(_identity(config))
+    url = f"{base}/esearch.fcgi"
+    try:
+        # POST: a long term fits, and the key stays out of any URL that gets logged.
+        response = await ctx.request("POST", url, data=form)
+    except HTTPStatusError as error:
+        hint = " (check api_key)" if config.api_key and error.status_code in (400, 401, 403) else ""
+        raise FetchError(f"NCBI esearch on {config.db}: {error}{hint}") from None
+    search = parse_esearch(response.content, config.db)
+    _log_search(search, config, ctx)
+    return search
+
+
+def parse_esearch(body: bytes, db: str) -> Search:
+    root = parse_xml(body, "esearch")
+    if root.tag != "eSearchResult":
+        raise FetchError(f"NCBI esearch on {db}: expected eSearchResult, got <{root.tag}>")
+    error = root.findtext("ERROR")
+    if error is not None:
+        raise FetchError(f"NCBI esearch on {db} failed: {error.strip() or 'unspecified error'}")
+    count_text = (root.findtext("Count") or "").strip()
+    if not count_text.isdigit():
+        raise FetchError(f"NCBI esearch on {db}: no result Count in the response")
+    # OutputMessage only restates the count ("No items found."); the rest name the parts
+    # of the term NCBI dropped: PhraseNotFound, FieldNotFound, PhraseIgnored...
+    problems = tuple(
+        f"{_words(child.tag)}: {(child.text or '').strip()}"
+        for child in [*root.findall("ErrorList/*"), *root.findall("WarningList/*")]
+        if child.tag != "OutputMessage" and (child.text or "").strip()
+    )
+    return Search(
+        count=int(count_text),
+        query_key=_text(root, "QueryKey"),
+        webenv=_text(root, "WebEnv"),
+        translation=_text(root, "QueryTranslation"),
+        problems=problems,
+    )
+
+
+def _words(tag: str) -> str:
+    """``PhraseNotFound`` -> ``phrase not found``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", tag).lower()
+
+
+def _text(root: ET.Element, tag: str) -> str | None:
+    value = (root.findtext(tag) or "").strip()
+    return value or None
+
+
+def _log_search(search: Search, config: EutilsConfig, ctx: PlanContext) -> None:
+    term = _short(config.term)
+    problems = "; ".join(search.problems)
+    if search.count == 0:
+        if problems:
+            ctx.log.warning("no results for term %r in %s (%s)", term, config.db, problems)
+        else:
+            ctx.log.info("no results for term %r in %s", term, config.db)
+    elif problems:
+        # NCBI dropped part of the term and searched with the rest: the user should know.
+        ctx.log.warning("NCBI ignored part of term %r in %s: %s", term, config.db, problems)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _reachable(search: Search, config: EutilsConfig, ctx: PlanContext) -> int:
+    """How many records to fetch: the count, within max_records and PubMed's ceiling."""
+    total = search.count
+    if config.max_records is not None:
+        total = min(total, config.max_records)
+    if config.db == "pubmed" and total > PUBMED_MAX_RECORDS:
+        ctx.log.warning(
+            "PubMed serves only the first %d of the %d records of a search through the "
+            "E-utilities; split the search with mindate/maxdate to get the rest",
+            PUBMED_MAX_RECORDS,
+            search.count,
+        )
+        total = PUBMED_MAX_RECORDS
+    if total and not (search.webenv and search.query_key):
+        raise FetchError(
+            f"NCBI esearch on {config.db} found {search.count} records but returned no "
+            "WebEnv/QueryKey (history server unavailable?): try again later"
+        )
+    return total
+
+
+def batch_asset(
+    base: str, config: EutilsConfig, search: Search, start: int, size: int, ctx: PlanContext
+) -> Asset:
+    """One efetch/esummary request of ``size`` records from ``start`` of the result set."""
+    assert search.webenv is not None and search.query_key is not None
+    params: dict[str, str | int] = {
+        "db": config.db,
+        "query_key": search.query_key,
+        "WebEnv": search.webenv,
+        "retstart": start,
+        "retmax": size,
+    }
+    if config.rettype:
+        params["rettype"] = config.rettype
+    params["retmode"] = config.retmode
+    params.update(_identity(config))
+    endpoint = f"{base}/{config.method}.fcgi"
+    extension, media_type = output_format(config)
+    return Asset(
+        url=f"{endpoint}?{urlencode(params)}",
+        key=f"{query_prefix(config)}/{start:08d}-{start + size - 1:08d}.{extension}",
+        media_type=media_type,
+        provenance=_provenance(endpoint, config, search, start, size),
+        opener=partial(open_checked, ctx.client, ctx.limiter),
+    )
+
+
+def query_prefix(config: EutilsConfig) -> str:
+    """``<db>-<digest of the query>``: the same search lands under the same prefix every run.
+
+    The WebEnv changes with every esearch, so it stays out; the batch range is in the name.
+    """
+    query = {
+        "db": config.db,
+        "term": config.term,
+        "method": config.method,
+        "rettype": config.rettype,
+        "retmode": config.retmode,
+        "sort": config.sort,
+        **config.filters,
+    }
+    digest = hashlib.sha256(json.dumps(query, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{config.db}-{digest}"
+
+
+def output_format(config: EutilsConfig) -> tuple[str, str]:
+    """The key's extension (it picks the validator) and the media type of a batch."""
+    if config.retmode == "xml":
+        return "xml", "text/xml"
+    if config.retmode == "json":
+        return "json", "application/json"
+    if config.retmode == "asn.1":
+        return "asn1", "text/plain"
+    if config.rettype in _FASTA_TYPES:
+        return "fasta", "text/plain"
+    if config.rettype in _GENBANK_TYPES:
+        return "gb", "text/plain"
+    return "txt", "text/plain"
+
+
+def _provenance(
+    endpoint: str, config: EutilsConfig, search: Search, start: int, size: int
+) -> dict[str, Any]:
+    provenance: dict[str, Any] = {
+        "provider": "NCBI E-utilities",
+        "endpoint": endpoint,
+        "db": config.db,
+        "term": config.term,
+        "query_translation": search.translation,
+        "filters": config.filters,
+        "sort": config.sort,
+        "rettype": config.rettype,
+        "retmode": config.retmode,
+        "count": search.count,
+        "query_key": search.query_key,
+        "retstart": start,
+        "retmax": size,
+        "records": [start + 1, start + size],
+        "tool": config.tool,
+        "citation": CITATION,
+        "documentation": DOCUMENTATION,
+    }
+    return {k: v for k, v in provenance.items() if v not in (None, {})}
+
+
+@asynccontextmanager
+async def open_checked(
+    client: PoliteClient, limiter: RateLimiter | None, asset: Asset, conditions: Conditions
+) -> AsyncIterator[Download]:
+    """The engine's GET, refusing NCBI's error documents that come with status 200.
+
+    An expired WebEnv or a failing backend gives ``<eFetchResult><ERROR>…`` as a well-formed
+    XML body, which no validator could tell from data; only the head is looked at, so the
+    body still streams.
+    """
+    async with client.open_asset(asset, conditions, limiter=limiter) as download:
+        if download.chunks is None:
+            yield download
+            return
+        head, chunks = await _peek(download.chunks, _HEAD_BYTES)
+        match = _BODY_ERROR.search(head)
+        if match:
+            message = match.group(1).decode("utf-8", "replace").strip()
+            raise RetryableError(
+                f"NCBI answered with an error instead of records: {message} "
+                "(an expired WebEnv needs a new search: run the source again)"
+            )
+        yield replace(download, chunks=chunks)
+
+
+async def _peek(chunks: AsyncIterator[bytes], size: int) -> tuple[bytes, AsyncIterator[bytes]]:
+    """The first ``size`` bytes (or fewer at the end), and all the chunks again."""
+    seen: list[bytes] = []
+    total = 0
+    async for chunk in chunks:
+        seen.append(chunk)
+        total += len(chunk)
+        if total >= size:
+            break
+
+    async def again() -> AsyncIterator[bytes]:
+        for chunk in seen:
+            yield chunk
+        async for chunk in chunks:
+            yield chunk
+
+    return b"".join(seen)[:size], again()
+
+
+class _UnsafeXML(Exception):
+    pass
+
+
+def parse_xml(body: bytes, what: str) -> ET.Element:
+    """Parse an E-utilities XML answer without expanding entities or fetching DTDs.
+
+    NCBI's documents open with a DOCTYPE naming an external DTD; expat never fetches it.
+    A document with an internal subset (where entity bombs live) is refused outright.
+    """
+    builder = ET.TreeBuilder()
+    parser = expat.ParserCreate()
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.StartDoctypeDeclHandler = _refuse_internal_subset
+    parser.EntityDeclHandler = _refuse
+    parser.ExternalEntityRefHandler = _refuse
+    parser.StartElementHandler = builder.start
+    parser.EndElementHandler = builder.end
+    parser.CharacterDataHandler = builder.data
+    try:
+        parser.Parse(body, True)
+        return builder.close()
+    except _UnsafeXML:
+        raise FetchError(f"NCBI {what}: refused a response that declares XML entities") from None
+    except (expat.ExpatError, AssertionError) as error:
+        # AssertionError: TreeBuilder.close() on a body with no element at all.
+        detail = str(error) or "no root element"
+        raise FetchError(f"NCBI {what}: the response is not well-formed XML ({detail})") from None
+
+
+def _refuse_internal_subset(
+    name: str, system_id: str | None, public_id: str | None, has_internal_subset: int
+) -> None:
+    if has_internal_subset:
+        raise _UnsafeXML
+
+
+def _refuse(*_: object) -> int:
+    raise _UnsafeXML
+
+
+@hookimpl
+def astroingest_source_types() -> list[SourceType[Any]]:
+    return [
+        SourceType(
+            "ncbi.eutils",
+            EutilsConfig,
+            plan,
+            "an Entrez search (esearch history) fetched in batches with efetch or esummary",
+        )
+    ]
+
+
+__all__ = ["EutilsConfig", "astroingest_source_types", "plan"]
