@@ -162,6 +162,7 @@ class Engine:
             log.getChild(source.name),
             limiter,
             dry_run=dry_run,
+            secret_sink=self.redact.add,
         )
 
     async def finish_source(self, ctx: PlanContext) -> None:

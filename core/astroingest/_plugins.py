@@ -33,6 +33,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "astroingest_plugins.http",
     "astroingest_plugins.files",
     "astroingest_plugins.hosts",
+    "astroingest_plugins.nasa.cmr",
     "astroingest_plugins.ncbi",
     "astroingest_plugins.copernicus.cds",
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -66,6 +66,7 @@ class PlanContext:
     limiter: RateLimiter | None = None
     dry_run: bool = False
     finalizers: list[Finalizer] = field(default_factory=list)
+    secret_sink: Callable[[Iterable[str]], None] | None = None
 
     async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """A polite, retried request counted against this source's rate too."""
@@ -77,6 +78,11 @@ class PlanContext:
     def host_limit(self, limit: HostLimit) -> None:
         """Use ``limit`` for its host this run (unless the user set one in ``[hosts]``)."""
         self.client.budgets.prefer(limit)
+
+    def add_secret(self, value: str) -> None:
+        """Scrub ``value`` from logs, errors and reports (a token obtained at run time)."""
+        if self.secret_sink is not None and value:
+            self.secret_sink([value])
 
     def on_finish(self, finalizer: Finalizer) -> None:
         """Run ``finalizer`` once every asset of this source is done (delete a UWS job…).

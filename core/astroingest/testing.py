@@ -13,7 +13,7 @@ Fixtures:
     ``add()``-s, with ETag/Last-Modified, conditional and range requests, latency and
     injected faults (``fault(path, "503", "429:1", "reset", "truncate", …)``).
 ``astroingest_run``
-    ``astroingest_run(sources_toml_text) -> RunReport`` runs the real engine on a
+    ``astroingest_run(sources_toml_text, dry_run=False) -> RunReport`` runs the real engine on a
     sources.toml written to a temporary directory (store under it), with the
     host above, and returns the run report.
 
@@ -86,13 +86,17 @@ def astroingest_run(astroingest_host: Host, tmp_path: Path) -> Callable[..., Run
     """Run the real engine on a sources.toml text; the store lives under tmp_path."""
 
     def run(
-        sources_toml: str, *, only: tuple[str, ...] = (), name: str = "sources.toml"
+        sources_toml: str,
+        *,
+        only: tuple[str, ...] = (),
+        dry_run: bool = False,
+        name: str = "sources.toml",
     ) -> RunReport:
         path = tmp_path / name
         path.write_text(textwrap.dedent(sources_toml))
         config = load_config(path, astroingest_host)
         redactor = Redactor(config.secrets)
         engine = Engine(config, astroingest_host, LogProgress(), redactor)
-        return asyncio.run(engine.run(RunOptions(only=only)))
+        return asyncio.run(engine.run(RunOptions(only=only, dry_run=dry_run)))
 
     return run

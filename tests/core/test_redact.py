@@ -5,10 +5,14 @@ from __future__ import annotations
 import io
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
+from astroingest import Asset, PlanContext, SourceConfig, SourceType, hookimpl
+from astroingest._archive_server import ArchiveServer
 from astroingest._redact import REDACTED, RedactingFilter, Redactor
+from astroingest._report import RunReport
 
 
 def test_redactor_scrubs_every_occurrence_of_every_secret() -> None:
@@ -106,3 +110,26 @@ def test_filter_scrubs_exception_text(
     out = stream.getvalue()
     assert "index fetch failed" in out and "RuntimeError" in out
     assert secret not in out
+
+
+def test_a_plan_can_register_a_secret_learned_at_run_time(
+    local_archive: ArchiveServer,
+    register_plugin: Callable[..., str],
+    astroingest_run: Callable[..., RunReport],
+) -> None:
+    class TokenPlugin:
+        @hookimpl
+        def astroingest_source_types(self) -> list[SourceType[Any]]:
+            async def plan(config: SourceConfig, ctx: PlanContext) -> AsyncIterator[Asset]:
+                token = "minted-at-run-time-7f3a"
+                ctx.add_secret(token)
+                yield Asset(url=local_archive.url(f"missing?{token}"), key="x.csv")
+
+            return [SourceType("test.minted", SourceConfig, plan)]
+
+    register_plugin(TokenPlugin(), "minted")
+    report = astroingest_run('[sources.m]\nplugin = "test.minted"\n')
+    [asset] = report.assets
+    assert asset.status == "failed"
+    assert "minted-at-run-time-7f3a" not in f"{asset.url} {asset.error}"
+    assert "***" in (asset.url or "")

@@ -1,0 +1,1 @@
+"""NASA: the Exoplanet Archive (TAP) and Earthdata CMR."""
