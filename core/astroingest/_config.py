@@ -188,7 +188,8 @@ def _secret_values(config: BaseModel) -> set[str]:
             for v in value:
                 walk(v, key)
         elif isinstance(value, str) and value and SECRET_FIELD.search(key):
-            found.add(value)
+            if not key.endswith("_url"):  # token_url names an endpoint, not a secret
+                found.add(value)
 
     walk(config.model_dump(), "")
     return found

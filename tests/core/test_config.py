@@ -192,3 +192,17 @@ def test_absolute_file_urls_are_kept(
     target = tmp_path / "elsewhere" / "raw"
     config = load_config(write_toml(f'[store]\nraw = "{target.as_uri()}"'), astroingest_host)
     assert config.store.raw == target.as_uri()
+
+
+def test_endpoint_urls_named_like_secrets_are_not_secrets(
+    write_toml: Write, astroingest_host: Host
+) -> None:
+    config = load_config(
+        write_toml(
+            '[sources.a]\nplugin = "copernicus.cdse"\ncollection = "SENTINEL-2"\nstart = "2024-01-01T00:00:00Z"\n'
+            'username = "u"\npassword = "pw-secret-1"\ntoken_url = "https://id.example.org/token"\n'
+        ),
+        astroingest_host,
+    )
+    assert "pw-secret-1" in config.secrets
+    assert "https://id.example.org/token" not in config.secrets
