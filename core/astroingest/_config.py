@@ -187,9 +187,14 @@ def _secret_values(config: BaseModel) -> set[str]:
         elif isinstance(value, list):
             for v in value:
                 walk(v, key)
-        elif isinstance(value, str) and value and SECRET_FIELD.search(key):
-            if not key.endswith("_url"):  # token_url names an endpoint, not a secret
-                found.add(value)
+        # token_url names an endpoint, not a secret
+        elif (
+            isinstance(value, str)
+            and value
+            and SECRET_FIELD.search(key)
+            and not key.endswith("_url")
+        ):
+            found.add(value)
 
     walk(config.model_dump(), "")
     return found

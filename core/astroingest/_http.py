@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.cookiejar
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,7 +27,11 @@ class Timeouts:
 
 
 def make_client(timeouts: Timeouts, max_connections: int) -> httpx.AsyncClient:
+    # One client serves every source: a shared cookie jar would carry one archive's session
+    # into another source's requests. Plugins that need a session send the cookie themselves.
+    no_cookies = http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     return httpx.AsyncClient(
+        cookies=no_cookies,
         timeout=httpx.Timeout(timeouts.read, connect=timeouts.connect, pool=None),
         transport=ShardedTransport(max_connections),
         headers={"User-Agent": USER_AGENT},

@@ -33,8 +33,11 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "astroingest_plugins.http",
     "astroingest_plugins.files",
     "astroingest_plugins.hosts",
+    "astroingest_plugins.tap",
+    "astroingest_plugins.nasa.exoplanet_archive",
     "astroingest_plugins.nasa.cmr",
     "astroingest_plugins.ncbi",
+    "astroingest_plugins.esa",
     "astroingest_plugins.copernicus.cds",
     "astroingest_plugins.copernicus.cdse",
 )

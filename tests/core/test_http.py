@@ -322,3 +322,21 @@ async def test_error_bodies_are_kept_on_the_exception() -> None:
                 await client.request("POST", api.url("/bad"))
     assert info.value.status_code == 400
     assert b"queued requests limit" in info.value.body
+
+
+async def test_the_shared_client_keeps_no_cookies_between_sources() -> None:
+    from astroingest._archive_server import Reply
+
+    with ArchiveServer() as api:
+        api.route(
+            "/login",
+            lambda r: Reply(200, b"ok", headers={"Set-Cookie": "JSESSIONID=s3cr3t; Path=/"}),
+        )
+        api.route("/data", lambda r: Reply(200, r.headers.get("cookie", "none").encode()))
+        client = PoliteClient(
+            make_client(Timeouts(), 8), HostBudgets(HostLimit("*", 4)), RetryPolicy(0)
+        )
+        async with client.client:
+            await client.request("POST", api.url("/login"))
+            response = await client.request("GET", api.url("/data"))
+    assert response.content == b"none"
