@@ -21,6 +21,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import archive_process, run_measured
+
 from astroingest._config import load_config
 from astroingest._engine import Engine, RunOptions
 from astroingest._plugins import load_host

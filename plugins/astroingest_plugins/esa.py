@@ -35,9 +35,9 @@ from collections.abc import AsyncIterator, Generator
 from typing import Any, Final
 
 import httpx
-from astroingest import Asset, FetchError, HTTPStatusError, PlanContext, SourceType, hookimpl
 from pydantic import model_validator
 
+from astroingest import Asset, FetchError, HTTPStatusError, PlanContext, SourceType, hookimpl
 from astroingest_plugins.tap import TapQueryConfig, TapService, plan_query
 
 DEFAULT_BASE_URL: Final = "https://gea.esac.esa.int/tap-server"

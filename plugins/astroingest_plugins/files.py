@@ -12,8 +12,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiofiles
-from astroingest import Asset, Conditions, Download, PlanContext, SourceConfig, SourceType, hookimpl
 from pydantic import Field
+
+from astroingest import Asset, Conditions, Download, PlanContext, SourceConfig, SourceType, hookimpl
 
 CHUNK = 1 << 20
 

@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
 from astroingest import Asset, PlanContext, SourceConfig, SourceType, hookimpl
 from astroingest._sources import check_http_url
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 HEX64 = r"^[0-9a-fA-F]{64}$"
 HEX32 = r"^[0-9a-fA-F]{32}$"

@@ -23,6 +23,8 @@ from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 from xml.parsers import expat
 
+from pydantic import Field, field_validator, model_validator
+
 from astroingest import (
     Asset,
     Conditions,
@@ -38,8 +40,6 @@ from astroingest import (
     hookimpl,
 )
 from astroingest._hosts import RateLimiter
-from pydantic import Field, field_validator, model_validator
-
 from astroingest_plugins.hosts import PUBLISHED_LIMITS
 
 DEFAULT_BASE_URL = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils"

@@ -66,6 +66,8 @@ from typing import Any, Final, Literal, get_args
 from urllib.parse import urljoin
 
 import httpx
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
 from astroingest import (
     Asset,
     Conditions,
@@ -80,7 +82,6 @@ from astroingest import (
     hookimpl,
 )
 from astroingest._sources import check_http_url
-from pydantic import ConfigDict, Field, field_validator, model_validator
 
 Format = Literal["csv", "votable", "json"]
 Mode = Literal["sync", "async", "auto"]

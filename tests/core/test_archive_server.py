@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import astroingest._archive_server as archive_module
 import httpx
 import pytest
+
+import astroingest._archive_server as archive_module
 from astroingest._archive_server import ArchiveServer
 
 BODY = bytes(range(256)) * 40  # 10240 bytes, every byte value, so corruption is visible

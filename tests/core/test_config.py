@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from astroingest import ConfigError
 from astroingest._config import load_config
 from astroingest._plugins import Host

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import tenacity
+
 from astroingest import RetryableError
 from astroingest._hosts import HostBudgets, HostLimit, RateLimiter, merge_limits
 from astroingest._retry import RetryPolicy, parse_retry_after

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from pytest_httpx import HTTPXMock
+
 from astroingest import HTTPStatusError, RetryableError
 from astroingest._archive_server import ArchiveServer
 from astroingest._hosts import HostBudgets, HostLimit
@@ -22,7 +24,6 @@ from astroingest._http import (
 )
 from astroingest._retry import RetryPolicy
 from astroingest._transport import SLOT_EXTENSION, ShardedTransport
-from pytest_httpx import HTTPXMock
 
 REMOTE = "https://archive.example.org/data/catalog.json"
 FAST_RETRY = RetryPolicy(retries=3, floor=0.01, ceiling=0.02)

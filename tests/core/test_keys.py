@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from astroingest import UnsafeKeyError
 from astroingest._keys import MAX_SEGMENT, sanitize_key
 from astroingest.stores.local import LocalStore
-from hypothesis import given
-from hypothesis import strategies as st
 
 
 @pytest.mark.parametrize(

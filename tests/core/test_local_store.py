@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from astroingest.stores.local import JOURNAL, TEMP_SUFFIX, LocalStore, LocalWriter
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from astroingest import Asset, PlanContext, PluginConflictError, SourceConfig, SourceType, hookimpl
 from astroingest._plugins import Host
-
 from tests.conftest import REPO, run_cli
 
 EXAMPLE = REPO / "examples" / "astroingest-example-plugin"

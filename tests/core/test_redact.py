@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+
 from astroingest import Asset, PlanContext, SourceConfig, SourceType, hookimpl
 from astroingest._archive_server import ArchiveServer
 from astroingest._redact import REDACTED, RedactingFilter, Redactor

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+
 from astroingest import __version__
 from astroingest._archive_server import ArchiveServer
 from astroingest._plugins import BUILTIN_PLUGINS
-
 from tests.conftest import run_cli
 from tests.e2e.conftest import reports, stored
 

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from astroingest._archive_server import ArchiveServer
 
+from astroingest._archive_server import ArchiveServer
 from tests.conftest import run_cli
 from tests.e2e.conftest import ledger_rows, partials, reports, sha256, stored
 

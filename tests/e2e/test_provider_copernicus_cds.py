@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from astroingest._archive_server import ArchiveRequest, ArchiveServer, Reply
-
 from tests.conftest import run_cli
 from tests.e2e.conftest import reports, sha256, stored
 from tests.plugins.test_copernicus_cds import (

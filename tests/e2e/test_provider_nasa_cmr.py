@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from astroingest._archive_server import ArchiveRequest, ArchiveServer, Reply
-
 from tests.conftest import run_cli
 from tests.e2e.conftest import reports, sha256, stored
 

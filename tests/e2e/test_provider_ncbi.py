@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from astroingest._archive_server import ArchiveRequest, ArchiveServer, Reply
-
 from tests.conftest import run_cli
 from tests.e2e.conftest import partials, reports, sha256, stored
 

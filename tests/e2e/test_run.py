@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 from astroingest._archive_server import ArchiveServer
-
 from tests.conftest import run_cli
 from tests.e2e.conftest import ledger_rows, partials, reports, sha256, stored
 

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_httpx import HTTPXMock
+
 from astroingest import ConfigError
 from astroingest._config import load_config
 from astroingest._engine import Engine, RunOptions
@@ -29,7 +31,6 @@ from astroingest._progress import LogProgress
 from astroingest._redact import Redactor
 from astroingest._report import AssetResult, RunReport
 from astroingest_plugins.copernicus.cds import result_extension
-from pytest_httpx import HTTPXMock
 
 Run = Callable[..., RunReport]
 

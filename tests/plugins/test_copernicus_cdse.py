@@ -28,6 +28,8 @@ from urllib.parse import parse_qs
 import blake3
 import httpx
 import pytest
+from pytest_httpx import HTTPXMock
+
 from astroingest import ConfigError
 from astroingest._config import load_config
 from astroingest._engine import Engine, RunOptions
@@ -36,7 +38,6 @@ from astroingest._progress import LogProgress
 from astroingest._redact import Redactor
 from astroingest._report import RunReport
 from astroingest_plugins.copernicus import cdse
-from pytest_httpx import HTTPXMock
 
 Run = Callable[..., RunReport]
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from astroingest import ConfigError
-from astroingest._report import RunReport
 from pytest_httpx import HTTPXMock
 
+from astroingest import ConfigError
+from astroingest._report import RunReport
 from tests.plugins.test_tap import (
     RESULT,
     VOT_TYPE,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from astroingest import hookimpl
 from astroingest._report import RunReport
 from astroingest.validation import Check, QualityReport, ValidatorType, report

@@ -9,10 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pytest_httpx import HTTPXMock
+
 from astroingest._archive_server import ArchiveServer
 from astroingest._report import RunReport
 from astroingest_plugins.http import key_from_url
-from pytest_httpx import HTTPXMock
 
 Run = Callable[..., RunReport]
 

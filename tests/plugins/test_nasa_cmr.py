@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from pytest_httpx import HTTPXMock
+
 from astroingest import ConfigError
 from astroingest._config import load_config
 from astroingest._engine import Engine, RunOptions
@@ -35,7 +37,6 @@ from astroingest._progress import LogProgress
 from astroingest._redact import Redactor
 from astroingest._report import RunReport
 from astroingest_plugins.nasa import cmr
-from pytest_httpx import HTTPXMock
 
 Run = Callable[..., RunReport]
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from astroingest._report import RunReport
 from pytest_httpx import HTTPXMock
 
+from astroingest._report import RunReport
 from tests.plugins.test_tap import FakeUws, only_asset, stored
 from tests.plugins.test_tap import expected_key as key
 

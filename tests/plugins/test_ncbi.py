@@ -21,6 +21,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
+from pytest_httpx import HTTPXMock
+
 from astroingest import FetchError
 from astroingest._archive_server import ArchiveRequest, ArchiveServer, Reply
 from astroingest._config import load_config
@@ -38,7 +40,6 @@ from astroingest_plugins.ncbi import (
     parse_esearch,
     query_prefix,
 )
-from pytest_httpx import HTTPXMock
 
 Run = Callable[..., RunReport]
 

@@ -26,10 +26,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pytest_httpx import HTTPXMock
+
 from astroingest import ConfigError
 from astroingest._report import AssetResult, RunReport
 from astroingest_plugins import tap
-from pytest_httpx import HTTPXMock
 
 Run = Callable[..., RunReport]
 

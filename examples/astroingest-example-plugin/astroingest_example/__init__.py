@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urljoin
 
+from pydantic import field_validator
+
 import astroingest
 from astroingest import Asset, PlanContext, SourceConfig, SourceType
-from pydantic import field_validator
 
 
 class ListingConfig(SourceConfig):

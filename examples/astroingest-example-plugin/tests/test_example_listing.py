@@ -35,6 +35,7 @@ def test_listing_must_be_a_url(
     register_plugin: Callable[..., str], astroingest_run: Callable[..., RunReport]
 ) -> None:
     import pytest
+
     from astroingest import ConfigError
 
     register_plugin(astroingest_example, "example")

@@ -42,6 +42,8 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+from pydantic import Field, field_validator
+
 from astroingest import (
     Asset,
     FetchError,
@@ -52,7 +54,6 @@ from astroingest import (
     SourceType,
     hookimpl,
 )
-from pydantic import Field, field_validator
 
 DEFAULT_BASE_URL = "https://cds.climate.copernicus.eu/api"
 TOKEN_ENV = "CDSAPI_KEY"

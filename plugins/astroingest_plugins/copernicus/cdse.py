@@ -55,6 +55,8 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+from pydantic import Field, field_validator, model_validator
+
 from astroingest import (
     Asset,
     FetchError,
@@ -67,7 +69,6 @@ from astroingest import (
     hookimpl,
 )
 from astroingest._sources import check_http_url
-from pydantic import Field, field_validator, model_validator
 
 DEFAULT_BASE_URL = "https://catalogue.dataspace.copernicus.eu/odata/v1"
 DEFAULT_DOWNLOAD_URL = "https://download.dataspace.copernicus.eu/odata/v1"

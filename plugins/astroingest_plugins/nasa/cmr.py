@@ -26,6 +26,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
+from pydantic import Field, field_validator, model_validator
+
 from astroingest import (
     Asset,
     FetchError,
@@ -37,7 +39,6 @@ from astroingest import (
     hookimpl,
 )
 from astroingest._sources import check_http_url
-from pydantic import Field, field_validator, model_validator
 
 DEFAULT_BASE_URL = "https://cmr.earthdata.nasa.gov/search"
 DEFAULT_TOKEN_URL = "https://urs.earthdata.nasa.gov/api/users/find_or_create_token"

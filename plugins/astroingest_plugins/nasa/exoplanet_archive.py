@@ -25,9 +25,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
-from astroingest import Asset, PlanContext, SourceType, hookimpl
 from pydantic import Field
 
+from astroingest import Asset, PlanContext, SourceType, hookimpl
 from astroingest_plugins.tap import (
     DEFAULT_SYNC_ROW_LIMIT,
     Format,

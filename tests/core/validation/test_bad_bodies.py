@@ -9,8 +9,8 @@ import struct
 import zipfile
 
 import pytest
-from astroingest.validation import BUILTIN_VALIDATORS, choose
 
+from astroingest.validation import BUILTIN_VALIDATORS, choose
 from tests.core.validation.conftest import (
     HTML_LOGIN,
     check,

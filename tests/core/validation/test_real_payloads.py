@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from astroingest.validation import BUILTIN_VALIDATORS, choose
 
+from astroingest.validation import BUILTIN_VALIDATORS, choose
 from tests.core.validation.conftest import check, fixture, run_all_ways
 
 # (fixture, media type the archive serves it with, validator choose() must pick)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from astroingest.validation import BUILTIN_VALIDATORS, ValidatorType, builtin, choose
 from astroingest.validation._binary import BinaryValidator
 
