@@ -99,12 +99,16 @@ class PoliteClient:
         request = self.client.build_request(method, url, **kwargs)
         private = {name.lower() for name in (kwargs.get("headers") or {})}
         origin = request.url
+        # Cookies live for one redirect chain (a login hop sets one the next hop needs),
+        # never beyond it: the client itself keeps none.
+        chain = httpx.Cookies()
         for _ in range(MAX_REDIRECTS + 1):
             async with self.budgets.for_url(str(request.url)).slot() as slot:
                 request.extensions = {**request.extensions, SLOT_EXTENSION: slot}
                 response = await self.client.send(
                     request, stream=True, auth=auth, follow_redirects=False
                 )
+                chain.extract_cookies(response)
                 try:
                     if response.next_request is None:
                         if response.status_code >= 400:
@@ -118,6 +122,8 @@ class PoliteClient:
             if not _same_origin(request.url, origin):
                 for name in private:
                     request.headers.pop(name, None)
+            request.headers.pop("Cookie", None)
+            chain.set_cookie_header(request)
         raise HTTPStatusError(
             f"more than {MAX_REDIRECTS} redirects for {what or redact_url(url)}", 310
         )

@@ -341,3 +341,23 @@ async def test_the_shared_client_keeps_no_cookies_between_sources() -> None:
             await client.request("POST", api.url("/login"))
             response = await client.request("GET", api.url("/data"))
     assert response.content == b"none"
+
+
+async def test_cookies_live_for_one_redirect_chain_only() -> None:
+    from astroingest._archive_server import Reply
+
+    with ArchiveServer() as api:
+        data = api.url("/data")
+        api.route(
+            "/login",
+            lambda r: Reply(302, headers={"Location": data, "Set-Cookie": "session=abc; Path=/"}),
+        )
+        api.route("/data", lambda r: Reply(200, r.headers.get("cookie", "none").encode()))
+        client = PoliteClient(
+            make_client(Timeouts(), 8), HostBudgets(HostLimit("*", 4)), RetryPolicy(0)
+        )
+        async with client.client:
+            chained = await client.request("GET", api.url("/login"))
+            later = await client.request("GET", data)
+    assert chained.content == b"session=abc"  # carried to the next hop of the same chain
+    assert later.content == b"none"  # not kept for the next request
