@@ -38,6 +38,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "astroingest_plugins.nasa.cmr",
     "astroingest_plugins.ncbi",
     "astroingest_plugins.esa",
+    "astroingest_plugins.eso",
     "astroingest_plugins.copernicus.cds",
     "astroingest_plugins.copernicus.cdse",
 )
