@@ -92,7 +92,7 @@ import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -603,17 +603,18 @@ async def uncompressed(chunks: AsyncIterator[bytes], dp_id: str) -> AsyncIterato
     decoder.check_end()
 
 
-class _Decoder:
-    """Input fed whole, output drained in pieces of at most about ``_OUT_CAP`` bytes."""
+class _Decoder(Protocol):
+    """Input fed whole, output drained in pieces of at most about ``_OUT_CAP`` bytes.
 
-    def feed(self, data: bytes) -> None:
-        raise NotImplementedError
+    ``finish`` and ``check_end`` do nothing unless a format needs them.
+    """
+
+    def feed(self, data: bytes) -> None: ...
 
     def finish(self) -> None:
         """No more input is coming."""
 
-    def drain(self) -> AsyncGenerator[bytes, None]:
-        raise NotImplementedError
+    def drain(self) -> AsyncGenerator[bytes, None]: ...
 
     def check_end(self) -> None:
         """Raise if the stream ended where its format says it cannot."""
