@@ -613,11 +613,13 @@ class _Decoder(Protocol):
 
     def finish(self) -> None:
         """No more input is coming."""
+        return None
 
     def drain(self) -> AsyncGenerator[bytes, None]: ...
 
     def check_end(self) -> None:
         """Raise if the stream ended where its format says it cannot."""
+        return None
 
 
 class _Gunzip(_Decoder):
