@@ -85,6 +85,7 @@ class PoliteClient:
         what: str | None = None,
         limiter: RateLimiter | None = None,
         auth: httpx.Auth | None = None,
+        follow_redirects: bool = True,
         **kwargs: Any,
     ) -> AsyncIterator[httpx.Response]:
         """One attempt, streamed; raises RetryableError / HTTPStatusError for error statuses.
@@ -110,7 +111,7 @@ class PoliteClient:
                 )
                 chain.extract_cookies(response)
                 try:
-                    if response.next_request is None:
+                    if response.next_request is None or not follow_redirects:
                         if response.status_code >= 400:
                             body = await _error_body(response)
                             check_status(response, what or redact_url(url), body)
@@ -128,17 +129,32 @@ class PoliteClient:
             f"more than {MAX_REDIRECTS} redirects for {what or redact_url(url)}", 310
         )
 
-    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        retry: bool = True,
+        follow_redirects: bool = True,
+        **kwargs: Any,
+    ) -> httpx.Response:
         """A whole small response (an index, a job status), retried under the policy.
 
         Takes ``limiter`` and ``auth`` besides httpx's request arguments (``params``,
         ``headers``, ``data``, ``json``…). Error statuses raise ``HTTPStatusError`` (or
-        ``RetryableError`` once retries are spent); read ``.status_code`` on either.
+        ``RetryableError`` once retries are spent); read ``.status_code`` and ``.body``.
+        ``retry=False`` makes one attempt (a job submission must not be sent twice);
+        ``follow_redirects=False`` returns a 3xx as it is (read its Location).
         """
         what = redact_url(url)
+        stream_kwargs = {"what": what, "follow_redirects": follow_redirects, **kwargs}
+        if not retry:
+            async with self.stream(method, url, **stream_kwargs) as response:
+                await response.aread()
+                return response
         async for attempt in self.retry.attempts(what):
             with attempt:
-                async with self.stream(method, url, what=what, **kwargs) as response:
+                async with self.stream(method, url, **stream_kwargs) as response:
                     await response.aread()
                     return response
         raise AssertionError("unreachable: tenacity reraises the last error")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
 
 REDACTED = "***"
 _MIN_SECRET = 4  # shorter values would scrub ordinary words and digits
@@ -15,7 +16,12 @@ class Redactor:
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
-        self.secrets |= {s for s in secrets if len(s) >= _MIN_SECRET}
+        """Add secrets; callable at any time (a token obtained mid-run).
+
+        Each is also scrubbed as it appears percent-encoded in a URL (``@`` as ``%40``).
+        """
+        kept = {s for s in secrets if len(s) >= _MIN_SECRET}
+        self.secrets |= kept | {quote(s, safe="") for s in kept} | {quote_plus(s) for s in kept}
         # Longest first, so a secret containing another is scrubbed whole.
         self._ordered = sorted(self.secrets, key=len, reverse=True)
 

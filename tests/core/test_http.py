@@ -361,3 +361,24 @@ async def test_cookies_live_for_one_redirect_chain_only() -> None:
             later = await client.request("GET", data)
     assert chained.content == b"session=abc"  # carried to the next hop of the same chain
     assert later.content == b"none"  # not kept for the next request
+
+
+async def test_a_single_attempt_request_is_not_retried_and_a_redirect_can_be_read() -> None:
+    from astroingest._archive_server import Reply
+
+    with ArchiveServer() as api:
+        api.route("/async", lambda r: Reply(303, headers={"Location": api.url("/async/J1")}))
+        api.route("/busy", lambda r: Reply(503))
+        client = PoliteClient(
+            make_client(Timeouts(), 8), HostBudgets(HostLimit("*", 4)), RetryPolicy(3, floor=0.01)
+        )
+        async with client.client:
+            submitted = await client.request(
+                "POST", api.url("/async"), retry=False, follow_redirects=False
+            )
+            with pytest.raises(RetryableError):
+                await client.request("POST", api.url("/busy"), retry=False)
+    assert submitted.status_code == 303
+    assert submitted.headers["location"].endswith("/async/J1")
+    assert api.count("/async/J1") == 0
+    assert api.count("/busy") == 1

@@ -134,3 +134,8 @@ def test_a_plan_can_register_a_secret_learned_at_run_time(
     assert asset.status == "failed"
     assert "minted-at-run-time-7f3a" not in f"{asset.url} {asset.error}"
     assert "***" in (asset.url or "")
+
+
+def test_secrets_are_scrubbed_percent_encoded_too() -> None:
+    redact = Redactor(["jane.doe@example.org", "a b&c"])
+    assert redact("?email=jane.doe%40example.org&q=a+b%26c") == f"?email={REDACTED}&q={REDACTED}"
