@@ -104,7 +104,11 @@ def load_config(path: Path, host: Host) -> Config:
         raise ConfigError(_toml_line(label, text, error)) from None
     secrets: set[str] = set()
     try:
-        data = interpolate(data, environment_for(path), secrets, lenient=_disabled(data))
+        env = environment_for(path)
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{label}: cannot read {path.parent / '.env'}: {error}") from None
+    try:
+        data = interpolate(data, env, secrets, lenient=_disabled(data))
     except UndefinedVariable as error:
         raise ConfigError(
             f"{label}: {_where(error.where)}: undefined variable ${{{error.name}}} "
@@ -115,8 +119,16 @@ def load_config(path: Path, host: Host) -> Config:
     except PydanticValidationError as error:
         raise ConfigError(_pydantic_line(label, text, (), error)) from None
 
-    store = _resolve_store(label, root.store, path.parent, host)
-    sources = _resolve_sources(label, text, root.sources, host, secrets)
+    try:
+        store = _resolve_store(label, root.store, path.parent, host)
+        sources = _resolve_sources(label, text, root.sources, host, secrets)
+    except ConfigError as error:
+        # The redactor does not know this file's secrets yet: scrub the message here.
+        message = str(error)
+        for secret in sorted(secrets, key=len, reverse=True):
+            if len(secret) >= 4:
+                message = message.replace(secret, "***")
+        raise ConfigError(message) from None
     hosts = {name: HostLimit(name, h.connections, h.rate) for name, h in root.hosts.items()}
     return Config(path, store, root.defaults, hosts, sources, frozenset(secrets))
 
@@ -210,7 +222,21 @@ def _resolve_store(label: str, settings: StoreSettings, base: Path, host: Host) 
         ("http://", "https://")
     ):
         raise ConfigError(f"{label}: [store] endpoint_url: must be an http:// or https:// URL")
+    raw = resolved["raw"] or ""
+    quarantine = resolved["quarantine"] or f"{(resolved['logs'] or '').rstrip('/')}/quarantine"
+    for role, url in (("quarantine", quarantine), ("logs", resolved["logs"] or "")):
+        if _nested(raw, url):
+            raise ConfigError(
+                f"{label}: [store] {role}: must not be the raw store or overlap it "
+                "(quarantined pages would land among the data)"
+            )
     return settings.model_copy(update=resolved)
+
+
+def _nested(a: str, b: str) -> bool:
+    """One URL is the other or lies inside it."""
+    a, b = a.rstrip("/") + "/", b.rstrip("/") + "/"
+    return a.startswith(b) or b.startswith(a)
 
 
 def _resolve_url(label: str, role: str, url: str, base: Path, schemes: Mapping[str, Any]) -> str:
@@ -225,6 +251,13 @@ def _resolve_url(label: str, role: str, url: str, base: Path, schemes: Mapping[s
     if parts.scheme != "file":
         return url
     rest = url[len("file://") :]
+    if rest.startswith("localhost/"):
+        rest = rest[len("localhost") :]
+    elif parts.netloc not in ("", ".", "..") and not rest.startswith(("./", "/")):
+        raise ConfigError(
+            f"{label}: [store] {role}: file URLs name a local path "
+            "(file:///abs/path or file://./relative), not a host"
+        )
     path = Path(rest) if rest.startswith("/") else base / rest
     return path.absolute().as_uri()
 

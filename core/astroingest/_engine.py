@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from astroingest import _version
 from astroingest._assets import Asset, Conditions, Download
 from astroingest._checksums import Digests
 from astroingest._config import Config, Source
-from astroingest._exceptions import ConfigError, FetchError, IntegrityError
+from astroingest._exceptions import ConfigError, FetchError, IntegrityError, StoreError
 from astroingest._hosts import HostBudgets, HostLimit, RateLimiter, merge_limits
 from astroingest._http import PoliteClient, Timeouts, make_client, redact_url
 from astroingest._keys import sanitize_key
@@ -103,17 +104,20 @@ class Engine:
         return report
 
     async def _run(self, sources: list[Source], client: PoliteClient, report: RunReport) -> None:
-        raw = self.open_store(self.config.store.raw)
-        quarantine = self.open_store(self.config.quarantine_url)
-        logs = self.open_store(self.config.store.logs)
-        for store in (raw, quarantine, logs):
-            if removed := await store.recover():
-                log.info(
-                    "removed %d partial objects left by an interrupted run in %s",
-                    removed,
-                    store.url,
-                )
-        ledger = Ledger(ledger_path(logs.local_root(), logs.url))
+        try:
+            raw = self.open_store(self.config.store.raw)
+            quarantine = self.open_store(self.config.quarantine_url)
+            logs = self.open_store(self.config.store.logs)
+            for store in (raw, quarantine, logs):
+                if removed := await store.recover():
+                    log.info(
+                        "removed %d partial objects left by an interrupted run in %s",
+                        removed,
+                        store.url,
+                    )
+            ledger = Ledger(ledger_path(logs.local_root(), logs.url))
+        except (OSError, sqlite3.Error) as error:
+            raise StoreError(f"cannot use the store: {error}") from None
         fetcher = _Fetcher(self, client, raw, quarantine, ledger, report.run_id)
         try:
             await fetcher.fetch_all(sources, report)
@@ -177,7 +181,19 @@ class Engine:
     def provenance(self, asset: Asset) -> dict[str, Any] | None:
         if not asset.provenance:
             return None
-        return dict(json.loads(self.redact(json.dumps(dict(asset.provenance), default=str))))
+        return {str(k): self._scrub(v) for k, v in asset.provenance.items()}
+
+    def _scrub(self, value: Any) -> Any:
+        """Secrets out of every string, structure and numbers left as they are."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {str(k): self._scrub(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._scrub(v) for v in value]
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        return self.redact(str(value))
 
     def _plan_failure(self, source: Source, error: BaseException) -> AssetResult:
         message = self.redact(f"planning failed: {describe(error)}")
@@ -262,6 +278,8 @@ class _Fetcher:
                 raise FetchError(f"two assets of source {source.name} share the key {key!r}")
             seen.add(key)
             prior = await self._prior(source, key)
+            if prior is not None and _contradicts(asset, prior):
+                prior = None  # the archive publishes something else now: fetch it whole
             conditions = Conditions(prior.etag, prior.last_modified) if prior else Conditions()
             async with asyncio.timeout(self.engine.config.defaults.asset_timeout):
                 async for attempt in self.engine.retry.attempts(url):
@@ -288,9 +306,10 @@ class _Fetcher:
     async def _prior(self, source: Source, key: str) -> LedgerRecord | None:
         """The ledger's record, but only while the object it describes is really still there."""
         prior = await self.ledger.get(source.name, key)
-        if prior is None or await self.raw.stat(f"{source.name}/{key}") is None:
+        if prior is None:
             return None
-        return prior
+        stored = await self.raw.stat(f"{source.name}/{key}")
+        return prior if stored is not None and stored.size == prior.size else None
 
     def _opener(
         self, asset: Asset, ctx: PlanContext
@@ -429,6 +448,13 @@ class _Fetcher:
             json.dumps(provenance, sort_keys=True) if provenance else None,
         )
         await self.ledger.put(record)
+
+
+def _contradicts(asset: Asset, prior: LedgerRecord) -> bool:
+    """The archive's published sha256 or size differs from what we stored."""
+    if asset.sha256 is not None and asset.sha256.lower() != prior.sha256:
+        return True
+    return asset.size is not None and asset.size != prior.size
 
 
 def _unchanged(source: Source, key: str, url: str, prior: LedgerRecord) -> AssetResult:

@@ -21,6 +21,10 @@ class Redactor:
         Each is also scrubbed as it appears percent-encoded in a URL (``@`` as ``%40``).
         """
         kept = {s for s in secrets if len(s) >= _MIN_SECRET}
+        # Also as a value read from a file often arrives (trailing newline) and as an error
+        # message shows it (escaped).
+        kept |= {s.strip() for s in kept if len(s.strip()) >= _MIN_SECRET}
+        kept |= {s.encode("unicode_escape").decode() for s in kept}
         self.secrets |= kept | {quote(s, safe="") for s in kept} | {quote_plus(s) for s in kept}
         # Longest first, so a secret containing another is scrubbed whole.
         self._ordered = sorted(self.secrets, key=len, reverse=True)

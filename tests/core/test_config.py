@@ -207,3 +207,55 @@ def test_endpoint_urls_named_like_secrets_are_not_secrets(
     )
     assert "pw-secret-1" in config.secrets
     assert "https://id.example.org/token" not in config.secrets
+
+
+@pytest.mark.parametrize(
+    ("store", "expected"),
+    [
+        (
+            'raw = "file://./data"\nquarantine = "file://./data"',
+            "[store] quarantine: must not be the raw store",
+        ),
+        (
+            'raw = "file://./data"\nquarantine = "file://./data/q"',
+            "[store] quarantine: must not be the raw store",
+        ),
+        (
+            'raw = "file://./data/raw"\nlogs = "file://./data"',
+            "[store] logs: must not be the raw store",
+        ),
+        ('raw = "file://data/raw"', "[store] raw: file URLs name a local path"),
+    ],
+)
+def test_store_roles_do_not_overlap(
+    write_toml: Write, astroingest_host: Host, store: str, expected: str
+) -> None:
+    assert expected in error_of(write_toml(f"[store]\n{store}\n"), astroingest_host)
+
+
+def test_file_localhost_urls_are_absolute(
+    write_toml: Write, astroingest_host: Host, tmp_path: Path
+) -> None:
+    config = load_config(
+        write_toml(f'[store]\nraw = "file://localhost{tmp_path}/abs/raw"\n'), astroingest_host
+    )
+    assert config.store.raw == (tmp_path / "abs" / "raw").as_uri()
+
+
+def test_unreadable_dotenv_is_one_line(
+    write_toml: Write, astroingest_host: Host, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_bytes(b"TOKEN=\xff\xfe\n")
+    assert "cannot read" in error_of(write_toml(""), astroingest_host)
+
+
+def test_errors_naming_a_secret_are_scrubbed(
+    write_toml: Write, astroingest_host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STORE_SECRET_X", "wJalrXUtnFEMI-K7MDENG")
+    message = error_of(
+        write_toml('[store]\nraw = "gopher://AKIA:${STORE_SECRET_X}@bucket/raw"\n'),
+        astroingest_host,
+    )
+    assert "wJalrXUtnFEMI" not in message
+    assert "***" in message

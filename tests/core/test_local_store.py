@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from astroingest import StoreError
 from astroingest.stores.local import JOURNAL, TEMP_SUFFIX, LocalStore, LocalWriter
 
 
@@ -115,3 +116,33 @@ async def test_no_temp_file_is_ever_untracked(tmp_path: Path) -> None:
     assert (tmp_path / record["temp"]).exists()
     assert record["pid"] == os.getpid()
     await writer.abort()
+
+
+async def test_a_failed_commit_leaves_no_temp_file(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    await store.put_bytes("x/y.csv", b"a,b\n")
+    with pytest.raises(IsADirectoryError):
+        async with await store.open_writer("x") as writer:  # "x" is a directory now
+            await writer.write(b"a,b\n")
+            await writer.commit()
+    assert leftovers(tmp_path) == []
+    assert list((tmp_path / JOURNAL).iterdir()) == []
+
+
+async def test_cancelling_a_write_then_aborting_waits_for_the_disk(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    writer = await store.open_writer("big.bin")
+    task = asyncio.create_task(writer.write(b"w" * (4 * LocalWriter.BUFFER)))
+    await asyncio.sleep(0)  # the flush is now running in a worker thread
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await writer.abort()
+    other = await store.open_writer("other.bin")
+    async with other:
+        await other.write(b"o" * (LocalWriter.BUFFER + 1))
+        await other.commit()
+    assert (tmp_path / "other.bin").read_bytes() == b"o" * (LocalWriter.BUFFER + 1)
+    assert leftovers(tmp_path) == []
+    with pytest.raises(StoreError):
+        await writer.commit()  # an aborted writer cannot be committed later

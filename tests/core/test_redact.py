@@ -139,3 +139,39 @@ def test_a_plan_can_register_a_secret_learned_at_run_time(
 def test_secrets_are_scrubbed_percent_encoded_too() -> None:
     redact = Redactor(["jane.doe@example.org", "a b&c"])
     assert redact("?email=jane.doe%40example.org&q=a+b%26c") == f"?email={REDACTED}&q={REDACTED}"
+
+
+def test_secrets_with_a_trailing_newline_are_scrubbed_as_errors_show_them() -> None:
+    redact = Redactor(["s3cr3t-t0ken\n"])
+    assert (
+        redact("Illegal header value b'Bearer s3cr3t-t0ken\\n'")
+        == f"Illegal header value b'Bearer {REDACTED}'"
+    )
+    assert redact("token s3cr3t-t0ken used") == f"token {REDACTED} used"
+
+
+def test_provenance_is_scrubbed_value_by_value(
+    local_archive: ArchiveServer,
+    register_plugin: Callable[..., str],
+    astroingest_run: Callable[..., RunReport],
+) -> None:
+    url = local_archive.add("t.csv", b"a,b\n1,2\n", content_type="text/csv")
+
+    class ProvenancePlugin:
+        @hookimpl
+        def astroingest_source_types(self) -> list[SourceType[Any]]:
+            async def plan(config: SourceConfig, ctx: PlanContext) -> AsyncIterator[Asset]:
+                ctx.add_secret("2024")  # a short secret that also appears inside a number
+                yield Asset(
+                    url=url,
+                    key="t.csv",
+                    provenance={"rows": 120240, "query": "year=2024", "ok": True},
+                )
+
+            return [SourceType("test.prov", SourceConfig, plan)]
+
+    register_plugin(ProvenancePlugin(), "prov")
+    report = astroingest_run('[sources.p]\nplugin = "test.prov"\n')
+    [asset] = report.assets
+    assert asset.status == "stored"
+    assert asset.provenance == {"rows": 120240, "query": "year=***", "ok": True}

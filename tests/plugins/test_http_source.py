@@ -336,3 +336,17 @@ def test_remote_index_headers_are_sent_with_index_and_assets(
         "Bearer s3cr3t-t0ken"
     ] * 2
     assert "s3cr3t-t0ken" not in report.to_json()
+
+
+def test_a_changed_published_checksum_is_not_answered_by_a_304(
+    local_archive: ArchiveServer, astroingest_run: Run
+) -> None:
+    local_archive.add("a.csv", CSV_A, content_type="text/csv")
+    good = hashlib.sha256(CSV_A).hexdigest()
+    local_archive.add_json("index.json", [{"url": "a.csv", "sha256": good}])
+    toml = f'[defaults]\nbackoff = 0.01\nretries = 0\n[sources.m]\nplugin = "http"\nindex = "{local_archive.url("index.json")}"\n'
+    assert astroingest_run(toml).totals.stored == 1
+    local_archive.add_json("index.json", [{"url": "a.csv", "sha256": "0" * 64}])
+    [asset] = astroingest_run(toml).assets
+    assert asset.status == "failed"  # not "unchanged": the archive now says something else
+    assert "sha256 mismatch" in (asset.error or "")

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import secrets
 import shutil
 import socket
+import threading
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -109,13 +111,22 @@ class LocalStore(Store):
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(temp, target)
-        except OSError:
-            staged = target.with_name(f".{target.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
+        except OSError as error:
+            if error.errno != errno.EXDEV:
+                raise
+            self._copy_in(temp, target)  # another filesystem: copy beside the target, rename
+            temp.unlink(missing_ok=True)
+        _fsync_dir(target.parent)
+
+    def _copy_in(self, temp: Path, target: Path) -> None:
+        staged = target.with_name(f".{target.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
+        try:
             shutil.copyfile(temp, staged)
             _fsync_path(staged)
             os.replace(staged, target)
-            temp.unlink(missing_ok=True)
-        _fsync_dir(target.parent)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
 
 
 def _writer_alive(record: Mapping[str, Any]) -> bool:
@@ -163,6 +174,10 @@ class LocalWriter(ObjectWriter):
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._done = False
+        # A cancelled await leaves its worker thread running: abort must wait for it, or
+        # it would close a descriptor that thread still writes to (and the OS may have
+        # handed that number to another writer by then).
+        self._disk = threading.Lock()
 
     async def write(self, chunk: bytes) -> None:
         if self._done:
@@ -173,7 +188,7 @@ class LocalWriter(ObjectWriter):
             await asyncio.to_thread(self._flush)
 
     async def commit(self, sha256: str | None = None) -> None:
-        await asyncio.to_thread(self._commit_to, self.store, self.key)
+        await asyncio.shield(asyncio.to_thread(self._commit_to, self.store, self.key))
 
     async def divert(self, store: Store, key: str, sha256: str | None = None) -> None:
         if isinstance(store, LocalStore):
@@ -201,6 +216,12 @@ class LocalWriter(ObjectWriter):
         return self._fd
 
     def _flush(self) -> None:
+        with self._disk:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._done:
+            return
         fd = self._fd if self._fd is not None else self._open()
         for chunk in self._pending:
             _write_all(fd, chunk)
@@ -208,7 +229,7 @@ class LocalWriter(ObjectWriter):
         self._pending_size = 0
 
     def _close(self) -> None:
-        self._flush()
+        self._flush_locked()
         fd, self._fd = self._fd, None
         if fd is not None:
             try:
@@ -217,9 +238,12 @@ class LocalWriter(ObjectWriter):
                 os.close(fd)
 
     def _commit_to(self, store: LocalStore, key: str) -> None:
-        self._close()
-        store.adopt(self.temp, key)
-        self._finish()
+        with self._disk:
+            if self._done:
+                raise StoreError(f"commit after abort: {self.key}")
+            self._close()
+            store.adopt(self.temp, key)
+            self._finish()
 
     def _finish(self) -> None:
         self._done = True
@@ -233,13 +257,15 @@ class LocalWriter(ObjectWriter):
         await asyncio.shield(asyncio.to_thread(self._abort))
 
     def _abort(self) -> None:
-        if self._done:
-            return
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
+        with self._disk:
+            if self._done:
+                return
+            if self._fd is not None:
+                fd, self._fd = self._fd, None
+                os.close(fd)
+            # Also after a failed commit, whose descriptor is already closed.
             self.temp.unlink(missing_ok=True)
-        self._finish()
+            self._finish()
 
 
 def _write_all(fd: int, data: bytes) -> None:
