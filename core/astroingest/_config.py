@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from astroingest._exceptions import ConfigError
-from astroingest._hosts import HostLimit
+from astroingest._hosts import HostOverride
 from astroingest._interpolate import UndefinedVariable, environment_for, interpolate
 from astroingest._plugins import Host
 from astroingest._sources import SourceConfig, SourceType
@@ -53,7 +53,7 @@ class Defaults(_Strict):
 
 
 class HostSettings(_Strict):
-    connections: int = Field(default=8, ge=1, le=256)
+    connections: int | None = Field(default=None, ge=1, le=256)
     rate: float | None = Field(default=None, gt=0, le=1000)
 
 
@@ -76,7 +76,7 @@ class Config:
     path: Path
     store: StoreSettings
     defaults: Defaults
-    hosts: dict[str, HostLimit]
+    hosts: dict[str, HostOverride]
     sources: dict[str, Source]
     secrets: frozenset[str] = field(default_factory=frozenset)
 
@@ -129,7 +129,7 @@ def load_config(path: Path, host: Host) -> Config:
             if len(secret) >= 4:
                 message = message.replace(secret, "***")
         raise ConfigError(message) from None
-    hosts = {name: HostLimit(name, h.connections, h.rate) for name, h in root.hosts.items()}
+    hosts = {name: HostOverride(name, h.connections, h.rate) for name, h in root.hosts.items()}
     return Config(path, store, root.defaults, hosts, sources, frozenset(secrets))
 
 

@@ -89,9 +89,12 @@ class Engine:
         report = RunReport(
             new_run_id(), now_iso(), str(self.config.path), version=_version.__version__
         )
+        default = HostLimit(
+            "*", self.config.defaults.host_connections, self.config.defaults.host_rate
+        )
         budgets = HostBudgets(
-            HostLimit("*", self.config.defaults.host_connections, self.config.defaults.host_rate),
-            merge_limits(self.host.host_limits(), self.config.hosts),
+            default,
+            merge_limits(self.host.host_limits(), self.config.hosts, default),
             user_hosts=self.config.hosts,
         )
         async with make_client(self.timeouts, self.config.defaults.concurrency * 2) as client:

@@ -100,16 +100,35 @@ class HostBudgets:
         return budget
 
 
+@dataclass(frozen=True, slots=True)
+class HostOverride:
+    """A user's ``[hosts."…"]`` table: what it leaves out keeps the plugin's or default value."""
+
+    host: str
+    connections: int | None = None
+    rate: float | None = None
+
+
 def merge_limits(
-    plugin_limits: Iterable[HostLimit], user_limits: Mapping[str, HostLimit]
+    plugin_limits: Iterable[HostLimit],
+    overrides: Mapping[str, HostOverride],
+    default: HostLimit | None = None,
 ) -> list[HostLimit]:
-    """Plugins' defaults (the strictest wins on a tie of host), then the user's overrides."""
+    """Plugins' defaults (the strictest wins on a tie of host), then the user's, field by field."""
     merged: dict[str, HostLimit] = {}
     for limit in plugin_limits:
         host = limit.host.lower()
         seen = merged.get(host)
         merged[host] = limit if seen is None else _stricter(seen, limit)
-    merged.update({host.lower(): limit for host, limit in user_limits.items()})
+    fallback = default or HostLimit("*", 8)
+    for name, override in overrides.items():
+        host = name.lower()
+        base = merged.get(host) or HostLimit(host, fallback.connections, fallback.rate)
+        merged[host] = HostLimit(
+            host,
+            override.connections if override.connections is not None else base.connections,
+            override.rate if override.rate is not None else base.rate,
+        )
     return list(merged.values())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.cookiejar
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,10 +31,17 @@ def make_client(timeouts: Timeouts, max_connections: int) -> httpx.AsyncClient:
     # One client serves every source: a shared cookie jar would carry one archive's session
     # into another source's requests. Plugins that need a session send the cookie themselves.
     no_cookies = http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    # Behind a proxy (HTTPS_PROXY & co., NO_PROXY honoured) httpx's own transport routes
+    # requests; a custom transport would silently bypass the proxy settings.
+    proxied = bool(urllib.request.getproxies())
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections
+    )
     return httpx.AsyncClient(
         cookies=no_cookies,
         timeout=httpx.Timeout(timeouts.read, connect=timeouts.connect, pool=None),
-        transport=ShardedTransport(max_connections),
+        transport=None if proxied else ShardedTransport(max_connections),
+        limits=limits,
         headers={"User-Agent": USER_AGENT},
         follow_redirects=False,  # PoliteClient follows them, hop by hop, within budgets
     )
@@ -167,7 +175,9 @@ class PoliteClient:
         self, asset: Asset, conditions: Conditions, limiter: RateLimiter | None = None
     ) -> AsyncIterator[Download]:
         """The default opener: a conditional GET."""
-        headers = dict(asset.headers)
+        # The object as the archive holds it: a .gz served with Content-Encoding: gzip
+        # must land as the .gz, and Content-Length then counts the bytes we store.
+        headers = {"Accept-Encoding": "identity", **asset.headers}
         if conditions.etag:
             headers["If-None-Match"] = conditions.etag
         if conditions.last_modified:

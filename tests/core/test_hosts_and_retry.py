@@ -10,7 +10,7 @@ import pytest
 import tenacity
 
 from astroingest import RetryableError
-from astroingest._hosts import HostBudgets, HostLimit, RateLimiter, merge_limits
+from astroingest._hosts import HostBudgets, HostLimit, HostOverride, RateLimiter, merge_limits
 from astroingest._retry import RetryPolicy, parse_retry_after
 
 
@@ -40,21 +40,21 @@ async def test_connection_cap_is_shared_by_every_caller_of_a_host() -> None:
     assert budgets.for_url("https://other.org/").limit.connections == 8
 
 
-def test_merge_limits_strictest_plugin_then_user() -> None:
+def test_merge_limits_strictest_plugin_then_user_field_by_field() -> None:
     merged = merge_limits(
-        [HostLimit("a.org", 4, 10), HostLimit("A.org", 6, 3)],
-        {"b.org": HostLimit("b.org", 1, None)},
+        [HostLimit("a.org", 4, 10), HostLimit("A.org", 6, 3), HostLimit("ncbi.org", 3, 3.0)],
+        {
+            "b.org": HostOverride("b.org", connections=1),
+            "a.org": HostOverride("a.org", connections=32),
+            "ncbi.org": HostOverride("ncbi.org", connections=2),  # the rate stays the plugin's
+        },
+        HostLimit("*", 8, None),
     )
     assert {m.host.lower(): (m.connections, m.rate) for m in merged} == {
-        "a.org": (4, 3),
+        "a.org": (32, 3),
         "b.org": (1, None),
+        "ncbi.org": (2, 3.0),
     }
-    assert (
-        merge_limits([HostLimit("a.org", 4, 10)], {"a.org": HostLimit("a.org", 32, None)})[
-            0
-        ].connections
-        == 32
-    )
 
 
 @pytest.mark.parametrize(

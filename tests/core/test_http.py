@@ -382,3 +382,32 @@ async def test_a_single_attempt_request_is_not_retried_and_a_redirect_can_be_rea
     assert submitted.headers["location"].endswith("/async/J1")
     assert api.count("/async/J1") == 0
     assert api.count("/busy") == 1
+
+
+def test_proxy_settings_from_the_environment_are_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.org:3128")
+    client = make_client(Timeouts(), 8)
+    assert not isinstance(client._transport, ShardedTransport)  # httpx routes via its proxy mounts
+    assert any(transport is not None for transport in client._mounts.values())
+    monkeypatch.delenv("HTTPS_PROXY")
+    for name in ("HTTP_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert isinstance(make_client(Timeouts(), 8)._transport, ShardedTransport)
+
+
+async def test_assets_are_fetched_as_stored_not_decoded(local_archive: ArchiveServer) -> None:
+    from astroingest import Asset, Conditions
+
+    local_archive.add(
+        "data.csv.gz", b"\\x1f\\x8b fake gzip bytes", headers={"Content-Encoding": "gzip"}
+    )
+    client = PoliteClient(
+        make_client(Timeouts(), 8), HostBudgets(HostLimit("*", 4)), RetryPolicy(0)
+    )
+    async with (
+        client.client,
+        client.open_asset(Asset(url=local_archive.url("data.csv.gz"), key="k"), Conditions()),
+    ):
+        pass
+    [request] = local_archive.requests("data.csv.gz")
+    assert request.headers["accept-encoding"] == "identity"
