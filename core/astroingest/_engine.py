@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from astroingest import _version
@@ -28,6 +29,7 @@ from astroingest._report import AssetResult, RunReport, new_run_id, now_iso
 from astroingest._retry import RetryPolicy, describe
 from astroingest._sources import PlanContext
 from astroingest.stores._base import ObjectWriter, Store
+from astroingest.stores.local import path_from_url
 from astroingest.validation import QualityReport, choose
 
 log = logging.getLogger("astroingest")
@@ -170,7 +172,13 @@ class Engine:
             limiter,
             dry_run=dry_run,
             secret_sink=self.redact.add,
+            store_dirs=self._store_dirs(),
         )
+
+    def _store_dirs(self) -> tuple[Path, ...]:
+        store = self.config.store
+        urls = (store.raw, store.cubes, store.logs, self.config.quarantine_url)
+        return tuple(path_from_url(url) for url in urls if url.startswith("file://"))
 
     async def finish_source(self, ctx: PlanContext) -> None:
         for finalizer in ctx.finalizers:

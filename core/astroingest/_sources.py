@@ -67,6 +67,7 @@ class PlanContext:
     dry_run: bool = False
     finalizers: list[Finalizer] = field(default_factory=list)
     secret_sink: Callable[[Iterable[str]], None] | None = None
+    store_dirs: tuple[Path, ...] = ()  # local store directories: never a source of data
 
     async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """A polite, retried request counted against this source's rate too."""

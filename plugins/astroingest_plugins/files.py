@@ -28,7 +28,9 @@ async def plan(config: FilesConfig, ctx: PlanContext) -> AsyncIterator[Asset]:
     for pattern in config.paths:
         absolute = str(ctx.config_dir / pattern)  # an absolute pattern stays absolute
         base = _static_prefix(absolute)
-        files = await asyncio.to_thread(_expand, absolute)
+        files = [
+            f for f in await asyncio.to_thread(_expand, absolute) if not _inside(f, ctx.store_dirs)
+        ]
         if not files:
             ctx.log.warning("no files match %s", pattern)
         for path in files:
@@ -39,6 +41,12 @@ async def plan(config: FilesConfig, ctx: PlanContext) -> AsyncIterator[Asset]:
                 media_type=config.media_type,
                 opener=open_file,
             )
+
+
+def _inside(path: Path, dirs: tuple[Path, ...]) -> bool:
+    """A store's own files (say, under a ``**`` glob beside the data) are never ingested."""
+    resolved = path.resolve()
+    return any(resolved.is_relative_to(d.resolve()) for d in dirs)
 
 
 def _expand(pattern: str) -> list[Path]:

@@ -76,6 +76,7 @@ async def plan(config: HttpConfig, ctx: PlanContext) -> AsyncIterator[Asset]:
     if config.index:
         entries = await _read_index(config.index, config, ctx)
     names = [entry.key or key_from_url(entry.url) for entry in entries]
+    index_origin = _origin(config.index) if config.index else None
     counts = Counter(names)
     for entry, name in zip(entries, names, strict=True):
         # A name shared by several URLs gets a suffix from its own URL, so each key keeps
@@ -88,7 +89,9 @@ async def plan(config: HttpConfig, ctx: PlanContext) -> AsyncIterator[Asset]:
             sha256=entry.sha256.lower() if entry.sha256 else None,
             md5=entry.md5.lower() if entry.md5 else None,
             media_type=entry.media_type or config.media_type,
-            headers=config.headers,
+            # Headers (credentials, often) go to the index's own origin only: a remote
+            # index naming another host must not collect them.
+            headers=config.headers if index_origin in (None, _origin(entry.url)) else {},
         )
 
 
@@ -107,6 +110,11 @@ async def _read_index(index: str, config: HttpConfig, ctx: PlanContext) -> list[
         raise ValueError(
             f"index entries must be {{url, sha256?, size?}}: {' '.join(first)}"
         ) from None
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return (parts.scheme, (parts.hostname or "").lower(), parts.port)
 
 
 def key_from_url(url: str) -> str:

@@ -269,3 +269,14 @@ def test_file_that_grows_while_read_is_retried(
     assert (asset.status, asset.attempts) == ("stored", 2), asset.error
     assert asset.size == len(b"frame 1\nframe 2\n")
     assert files_under(raw(tmp_path)) == {"frames.grow": b"frame 1\nframe 2\n"}
+
+
+def test_a_glob_over_the_data_directory_never_ingests_the_store(
+    tmp_path: Path, astroingest_run: Callable[..., RunReport]
+) -> None:
+    write(tmp_path / "t.csv", b"a,b\n1,2\n")
+    toml = '[sources.lab]\nplugin = "files"\npaths = ["**/*.csv"]\n'
+    for _ in range(3):
+        report = astroingest_run(toml)
+        assert report.status == "ok"
+    assert files_under(raw(tmp_path)) == {"t.csv": b"a,b\n1,2\n"}

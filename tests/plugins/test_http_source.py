@@ -350,3 +350,16 @@ def test_a_changed_published_checksum_is_not_answered_by_a_304(
     [asset] = astroingest_run(toml).assets
     assert asset.status == "failed"  # not "unchanged": the archive now says something else
     assert "sha256 mismatch" in (asset.error or "")
+
+
+def test_headers_go_only_to_the_index_origin(astroingest_run: Run) -> None:
+    with ArchiveServer() as home, ArchiveServer() as elsewhere:
+        local = home.add("a.csv", CSV_A, content_type="text/csv")
+        remote = elsewhere.add("b.csv", CSV_B, content_type="text/csv")
+        index = home.add_json("index.json", [local, remote])
+        report = astroingest_run(
+            f'[sources.m]\nplugin = "http"\nindex = "{index}"\nheaders = {{ Authorization = "Bearer s3cr3t-idx" }}\n'
+        )
+        assert report.status == "ok"
+        assert home.requests("a.csv")[0].headers["authorization"] == "Bearer s3cr3t-idx"
+        assert "authorization" not in elsewhere.requests("b.csv")[0].headers
