@@ -93,7 +93,7 @@ import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final, Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -119,6 +119,7 @@ from astroingest_plugins.tap import (
     error_message,
     parse_xml,
     plan_query,
+    status_error,
 )
 
 PROVIDER: Final = "ESO"
@@ -129,6 +130,8 @@ DATAPORTAL_HOST: Final = "dataportal.eso.org"
 DATAPORTAL_CONNECTIONS: Final = 4
 """Not published by ESO: a conservative choice for a shared archive's download host."""
 DEFAULT_MAX_PRODUCTS: Final = 1000
+MAX_PRODUCTS_LIMIT: Final = 100_000
+"""The most ``max_products`` may be: the listing is held in memory and parsed whole."""
 
 TOKEN_PARAMS: Final[Mapping[str, str]] = {
     "response_type": "id_token token",
@@ -187,7 +190,7 @@ class EsoTapConfig(TapQueryConfig):
     download: bool = False
     """Also fetch every product the result lists (by ``dp_id`` / ``access_url``) from ESO's
     data portal, besides the table."""
-    max_products: int = Field(default=DEFAULT_MAX_PRODUCTS, ge=1, le=10_000_000)
+    max_products: int = Field(default=DEFAULT_MAX_PRODUCTS, ge=1)
     """With ``download = true``: a result with more rows than this fails the source before
     anything is fetched (a guard against downloading an archive by mistake)."""
     username: str | None = None
@@ -199,6 +202,17 @@ class EsoTapConfig(TapQueryConfig):
     dataportal_url: str = DEFAULT_DATAPORTAL_URL
     """Where products are fetched by id (``<dataportal_url>/<dp_id>``); the Bearer token goes
     only to this URL's origin."""
+
+    @field_validator("max_products")
+    @classmethod
+    def _sane_max_products(cls, value: int) -> int:
+        if value > MAX_PRODUCTS_LIMIT:
+            raise ValueError(
+                f"at most {MAX_PRODUCTS_LIMIT} products per source (the listing is read whole "
+                "at plan time): split the query into several sources (a WHERE clause on "
+                "dp_id or the date)"
+            )
+        return value
 
     @field_validator("token_url", "dataportal_url")
     @classmethod
@@ -263,7 +277,9 @@ async def plan_products(
         return
     table = tables[0]
     body = await fetch_table(ctx, table)
-    listing = read_rows(body, config.format)
+    # Up to max_products rows of XML/JSON/CSV: parsed off the event loop, so downloads and
+    # other sources keep going meanwhile.
+    listing = await asyncio.to_thread(read_rows, body, config.format)
     check_listing(config, ctx, listing, maxrec)
     rows = listing.rows
     if not rows:
@@ -297,11 +313,15 @@ async def fetch_table(ctx: PlanContext, table: Asset) -> bytes:
         ) from None
     body = response.content
     if body.startswith(_GZIP_MAGIC):  # a gzip file as the body, not a Content-Encoding
-        try:
-            body = gzip.decompress(body)
-        except (OSError, EOFError, zlib.error) as error:
-            raise FetchError(f"ESO: the gzip-encoded query result is corrupt: {error}") from None
+        return await asyncio.to_thread(_gunzip, body)
     return body
+
+
+def _gunzip(body: bytes) -> bytes:
+    try:
+        return gzip.decompress(body)
+    except (OSError, EOFError, zlib.error) as error:
+        raise FetchError(f"ESO: the gzip-encoded query result is corrupt: {error}") from None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -327,12 +347,19 @@ def _local(tag: str) -> str:
 
 
 def _votable_rows(body: bytes, fmt: Format) -> Listing:
-    said = error_message(body)
+    try:
+        root = parse_xml(body, "ESO: the query result")
+    except FetchError:
+        if fmt != "votable":
+            raise FetchError(
+                f"ESO: the service answered with an XML document instead of {fmt}"
+            ) from None
+        raise
+    said = status_error(root)  # on the tree already parsed: the document is read once
     if said is not None:
         raise FetchError(f"ESO: the query failed: {said}")
     if fmt != "votable":
         raise FetchError(f"ESO: the service answered with an XML document instead of {fmt}")
-    root = parse_xml(body, "ESO: the query result")
     overflow = any(
         _local(e.tag) == "INFO"
         and e.get("name") == "QUERY_STATUS"
@@ -423,14 +450,25 @@ def _value(row: Mapping[str, str], *names: str) -> str:
 
 
 def product_id(row: Mapping[str, str]) -> str:
-    """``dp_id``; else the ``obs_publisher_did`` after ``?``; else ``access_url``'s last segment."""
+    """``dp_id``; else the ``obs_publisher_did`` after ``?``; else from ``access_url``.
+
+    An ``access_url`` naming the product in its ``ID`` parameter (ESO's DataLink,
+    ``…/datalink/links?ID=ivo://eso.org/ID?ADP.2019-…``) gives the part of that ID after
+    its last ``?``; any other ``access_url`` gives its last path segment.
+    """
     if dp_id := _value(row, "dp_id"):
         return dp_id
     did = _value(row, "obs_publisher_did")
     if "?" in did:
         return did.rpartition("?")[2]
     url = _value(row, "access_url")
-    return urlsplit(url).path.rstrip("/").rpartition("/")[2] if url else ""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    ids = [value for name, value in parse_qsl(parts.query) if name.upper() == "ID" and value]
+    if ids:
+        return ids[-1].rpartition("?")[2]
+    return parts.path.rstrip("/").rpartition("/")[2]
 
 
 def product_file(dp_id: str) -> tuple[str, str, bool]:
@@ -496,6 +534,7 @@ def product_assets(
 ) -> list[Asset]:
     """One asset per distinct product id, in the result's order."""
     assets: dict[str, Asset] = {}
+    ids: dict[str, str] = {}
     skipped = 0
     for row in rows:
         dp_id = product_id(row)
@@ -505,7 +544,13 @@ def product_assets(
         name, media_type, uncompress = product_file(dp_id)
         key = f"products/{name}"
         if key in assets:
-            continue  # a result (a join) may list a product twice: fetch it once
+            if ids[key] == dp_id:
+                continue  # a result (a join) may list a product twice: fetch it once
+            raise FetchError(
+                f"ESO: products {ids[key]!r} and {dp_id!r} would both be stored as {key!r}: "
+                "select dp_id (dbo.raw, ivoa.ObsCore) so each product has its own name"
+            )
+        ids[key] = dp_id
         assets[key] = Asset(
             url=product_url(config, row, dp_id),
             key=key,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
+from weakref import WeakKeyDictionary
 from xml.parsers import expat
 
 from pydantic import Field, field_validator, model_validator
@@ -39,13 +40,18 @@ from astroingest import (
     SourceType,
     hookimpl,
 )
-from astroingest._hosts import RateLimiter
+from astroingest._hosts import HostBudgets, RateLimiter
 from astroingest_plugins.hosts import PUBLISHED_LIMITS
 
 DEFAULT_BASE_URL = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils"
 NCBI_HOST = "eutils.ncbi.nlm.nih.gov"
 KEYLESS = next(limit for limit in PUBLISHED_LIMITS if limit.host == NCBI_HOST)
 KEYED_CONNECTIONS, KEYED_RATE = 10, 10.0
+KEYLESS_RATE = KEYLESS.rate or 3.0
+_LIMITERS: WeakKeyDictionary[HostBudgets, dict[tuple[str, str | None], RateLimiter]] = (
+    WeakKeyDictionary()
+)
+"""Per run (its host budgets): one limiter per host and API key (None: keyless)."""
 PUBMED_MAX_RECORDS = 9999
 """PubMed's E-utilities refuse ``retstart`` above 9998, so only this many records are reachable."""
 ESUMMARY_JSON_MAX = 500
@@ -63,6 +69,15 @@ _HEAD_BYTES = 2048
 _BODY_ERROR = re.compile(
     rb"<(?:eFetchResult|eSummaryResult)>\s*<ERROR>(.*?)</ERROR>", re.DOTALL | re.IGNORECASE
 )
+_JSON_ERROR = re.compile(
+    rb'^\s*\{\s*(?:"header"\s*:\s*\{[^{}]*\}\s*,\s*)?"error"\s*:\s*"((?:[^"\\]|\\.)*)"',
+    re.DOTALL,
+)
+"""A top-level ``"error"`` in the head of a JSON answer (after the ``header``, if any)."""
+_HISTORY_LOST = re.compile(
+    r"history|unable to obtain query|webenv|query[ _]?key|expired", re.IGNORECASE
+)
+"""NCBI's messages for a result set gone from the history server: only a new search helps."""
 
 
 class EutilsConfig(SourceConfig):
@@ -212,16 +227,44 @@ async def plan(config: EutilsConfig, ctx: PlanContext) -> AsyncIterator[Asset]:
 
 
 def _claim_budget(base: str, config: EutilsConfig, ctx: PlanContext) -> None:
-    """NCBI's published rate for whichever host serves the E-utilities this run.
+    """NCBI's published rates for whichever host serves the E-utilities this run.
 
-    The keyless budget for NCBI itself is built in (hosts.py); a mirror or a test server
-    gets the same one, so the politeness does not depend on the URL.
+    NCBI counts requests per API key (10/s) and, without one, per address (3/s). The host
+    budget is shared by every source on the host, so it cannot tell them apart: a keyed
+    source lifts the host's rate cap (keeping 10 connections) and the rates are kept by
+    limiters shared by every source of this run with the same key, or with none. A keyless
+    source therefore stays at 3 requests/s however fast a keyed one goes, and two keyless
+    sources share those 3. A mirror or a test server gets the same budgets as NCBI, so the
+    politeness does not depend on the URL; a ``[hosts]`` entry the user wrote for the host
+    wins over all of it, as everywhere.
     """
-    host = urlsplit(base).hostname or NCBI_HOST
+    host = (urlsplit(base).hostname or NCBI_HOST).lower()
+    budgets = ctx.client.budgets
+    if host in budgets.user_hosts:
+        return
     if config.api_key:
-        ctx.host_limit(HostLimit(host, connections=KEYED_CONNECTIONS, rate=KEYED_RATE))
-    elif host != NCBI_HOST:
+        ctx.host_limit(HostLimit(host, connections=KEYED_CONNECTIONS, rate=None))
+    elif host not in budgets.limits:
         ctx.host_limit(HostLimit(host, connections=KEYLESS.connections, rate=KEYLESS.rate))
+    run_limiters = _LIMITERS.setdefault(budgets, {})
+    identity = (host, config.api_key)
+    shared = run_limiters.get(identity)
+    if shared is None:
+        rate = KEYED_RATE if config.api_key else KEYLESS_RATE
+        shared = run_limiters[identity] = RateLimiter(rate)
+    ctx.limiter = shared if ctx.limiter is None else _Both(ctx.limiter, shared)
+
+
+class _Both(RateLimiter):
+    """The source's own ``rate`` and NCBI's shared one, both kept."""
+
+    def __init__(self, *limiters: RateLimiter) -> None:
+        self.limiters = limiters
+        self.interval = max(limiter.interval for limiter in limiters)
+
+    async def acquire(self) -> None:
+        for limiter in self.limiters:
+            await limiter.acquire()
 
 
 def _identity(config: EutilsConfig) -> dict[str, str]:
@@ -352,7 +395,9 @@ def batch_asset(
     extension, media_type = output_format(config)
     return Asset(
         url=f"{endpoint}?{urlencode(params)}",
-        key=f"{query_prefix(config)}/{start:08d}-{start + size - 1:08d}.{extension}",
+        # The full batch range, not the records it holds now: when the count grows, the
+        # last batch keeps its key (and is fetched again) instead of landing beside it.
+        key=f"{query_prefix(config)}/{start:08d}-{start + config.batch_size - 1:08d}.{extension}",
         media_type=media_type,
         provenance=_provenance(endpoint, config, search, start, size),
         opener=partial(open_checked, ctx.client, ctx.limiter),
@@ -362,7 +407,8 @@ def batch_asset(
 def query_prefix(config: EutilsConfig) -> str:
     """``<db>-<digest of the query>``: the same search lands under the same prefix every run.
 
-    The WebEnv changes with every esearch, so it stays out; the batch range is in the name.
+    The WebEnv changes with every esearch, so it stays out; the batch range is in the name
+    and batch_size in the digest, so batches of another size never overlap these.
     """
     query = {
         "db": config.db,
@@ -371,6 +417,7 @@ def query_prefix(config: EutilsConfig) -> str:
         "rettype": config.rettype,
         "retmode": config.retmode,
         "sort": config.sort,
+        "batch_size": config.batch_size,
         **config.filters,
     }
     digest = hashlib.sha256(json.dumps(query, sort_keys=True).encode()).hexdigest()[:12]
@@ -423,23 +470,61 @@ async def open_checked(
 ) -> AsyncIterator[Download]:
     """The engine's GET, refusing NCBI's error documents that come with status 200.
 
-    An expired WebEnv or a failing backend gives ``<eFetchResult><ERROR>…`` as a well-formed
-    XML body, which no validator could tell from data; only the head is looked at, so the
-    body still streams.
+    An expired WebEnv or a failing backend gives ``<eFetchResult><ERROR>…`` (or, with
+    retmode json, ``{"header": …, "error": …}``) as a well-formed body, which no validator
+    could tell from data; only the head is looked at, so the body still streams.
     """
     async with client.open_asset(asset, conditions, limiter=limiter) as download:
         if download.chunks is None:
             yield download
             return
         head, chunks = await _peek(download.chunks, _HEAD_BYTES)
-        match = _BODY_ERROR.search(head)
-        if match:
-            message = match.group(1).decode("utf-8", "replace").strip()
-            raise RetryableError(
-                f"NCBI answered with an error instead of records: {message} "
-                "(an expired WebEnv needs a new search: run the source again)"
-            )
+        message = body_error(head)
+        if message is not None:
+            raise error_for(message)
         yield replace(download, chunks=chunks)
+
+
+def body_error(head: bytes) -> str | None:
+    """NCBI's error message in the head of a 200 answer, or None when it holds data."""
+    match = _BODY_ERROR.search(head)
+    if match:
+        return match.group(1).decode("utf-8", "replace").strip() or "unspecified error"
+    if not head.lstrip().startswith(b"{"):
+        return None
+    match = _JSON_ERROR.match(head)
+    if match:
+        try:
+            text = json.loads(b'"' + match.group(1) + b'"')
+        except ValueError:
+            text = match.group(1).decode("utf-8", "replace")
+        return str(text).strip() or "unspecified error"
+    try:
+        document = json.loads(head)  # the whole body, when it fits in the head
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    # {"header": …, "esummaryresult": ["Invalid uid …"]}: messages and no result.
+    messages = document.get("esummaryresult")
+    if (
+        "result" not in document
+        and isinstance(messages, list)
+        and messages
+        and all(isinstance(m, str) for m in messages)
+    ):
+        return "; ".join(m.strip() for m in messages)
+    return None
+
+
+def error_for(message: str) -> FetchError:
+    """Permanent when the result set is gone from the history server, else transient."""
+    if _HISTORY_LOST.search(message):
+        return FetchError(
+            f"NCBI answered with an error instead of records: {message} (the search is no "
+            "longer on NCBI's history server: run the source again for a new search)"
+        )
+    return RetryableError(f"NCBI answered with an error instead of records: {message}")
 
 
 async def _peek(chunks: AsyncIterator[bytes], size: int) -> tuple[bytes, AsyncIterator[bytes]]:

@@ -66,6 +66,7 @@ from typing import Any, Final, Literal, get_args
 from urllib.parse import urljoin
 
 import httpx
+import tenacity
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from astroingest import (
@@ -101,6 +102,8 @@ COMPLETED: Final = "COMPLETED"
 ERROR: Final = "ERROR"
 ARCHIVED: Final = "ARCHIVED"
 FINAL_PHASES: Final = frozenset({COMPLETED, ERROR, "ABORTED", ARCHIVED})
+SUBMIT_RETRY_STATUSES: Final = frozenset({429, 503})
+"""Answers to a job submission that say no job was created: it may be sent again."""
 """UWS phases after which polling stops. HELD, SUSPENDED, UNKNOWN… keep it going."""
 
 _ERROR_DOC_CAP: Final = 256 * 1024
@@ -345,6 +348,11 @@ def error_message(body: bytes) -> str | None:
         root = parse_xml(body, "error document")
     except FetchError:
         return None
+    return status_error(root)
+
+
+def status_error(root: ET.Element) -> str | None:
+    """The text of the ``QUERY_STATUS`` ERROR INFO in a parsed VOTable, or None."""
     for element in root.iter():
         if (
             _local(element.tag) == "INFO"
@@ -361,16 +369,27 @@ def error_message(body: bytes) -> str | None:
 async def submit_job(
     ctx: PlanContext, service: TapService, query: str, fmt: Format, maxrec: int | None = None
 ) -> tuple[str, UwsJob]:
-    """Create and start a job; return its URL and its document. Its deletion is scheduled."""
+    """Create and start a job; return its URL and its document. Its deletion is scheduled.
+
+    The POST that creates the job is sent once: a retry after a lost answer would create a
+    second job nobody deletes. Only a 429 or 503 (refused before any job exists) is sent
+    again, with the run's backoff. The 303 to the job is not followed: its Location is the
+    job, whose deletion is scheduled before anything else can fail; the job document is
+    then read with the usual retries.
+    """
     data = service.params(query, fmt, maxrec) | {"PHASE": "RUN"}
     options = service.request_options()
     try:
-        response = await ctx.request("POST", service.async_url, data=data, **options)
+        response = await _post_job(ctx, service, data, options)
     except HTTPStatusError as error:
         said = error_message(error.body)
         raise FetchError(
             f"{service.provider}: job submission refused (HTTP {error.status_code}) at "
             f"{service.async_url}: " + (said or "check the ADQL query and the format")
+        ) from None
+    except RetryableError as error:
+        raise FetchError(
+            f"{service.provider}: job submission at {service.async_url} failed: {error}"
         ) from None
     job = _job_or_none(response)
     job_url = _job_url(service, response, job)
@@ -385,6 +404,34 @@ async def submit_job(
     return job_url, job
 
 
+async def _post_job(
+    ctx: PlanContext, service: TapService, data: dict[str, str], options: dict[str, Any]
+) -> httpx.Response:
+    """``POST <async>`` once, again only after a 429/503 (no job was created then)."""
+    policy = ctx.client.retry
+    retrying = tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_attempt(policy.retries + 1),
+        wait=policy.wait,
+        retry=tenacity.retry_if_exception(_refused_before_creation),
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            return await ctx.request(
+                "POST",
+                service.async_url,
+                data=data,
+                retry=False,
+                follow_redirects=False,
+                **options,
+            )
+    raise AssertionError("unreachable: tenacity reraises the last error")
+
+
+def _refused_before_creation(error: BaseException) -> bool:
+    return isinstance(error, RetryableError) and error.status_code in SUBMIT_RETRY_STATUSES
+
+
 def _job_or_none(response: httpx.Response) -> UwsJob | None:
     try:
         return parse_job(response.content)
@@ -393,10 +440,8 @@ def _job_or_none(response: httpx.Response) -> UwsJob | None:
 
 
 def _job_url(service: TapService, response: httpx.Response, job: UwsJob | None) -> str:
-    if location := response.headers.get("Location"):  # 201 Created, or a 303 not followed
+    if location := response.headers.get("Location"):  # 201 Created, or the 303 not followed
         return urljoin(str(response.url), str(location))
-    if response.url != httpx.URL(service.async_url):  # the engine followed the 303 to the job
-        return str(response.url)
     if job is not None:  # a 200 with the job document at the job list's URL
         return f"{service.async_url}/{job.job_id}"
     raise FetchError(
@@ -425,7 +470,8 @@ async def fetch_phase(ctx: PlanContext, service: TapService, job_url: str) -> st
 
 
 async def delete_job(ctx: PlanContext, service: TapService, job_url: str) -> None:
-    await ctx.request("DELETE", job_url, **service.request_options())
+    # UWS answers 303 to the job list: not followed, that list can be every job of the user.
+    await ctx.request("DELETE", job_url, follow_redirects=False, **service.request_options())
     ctx.log.info("%s: job %s deleted", service.provider, job_url)
 
 

@@ -78,7 +78,7 @@ def test_pubmed_search_lands_in_batches_and_reruns_unchanged(tmp_path: Path) -> 
     landed = stored(data, "cancer")
     assert sorted(k.split("/", 1)[1] for k in landed) == [
         "00000000-00000001.xml",
-        "00000002-00000002.xml",
+        "00000002-00000003.xml",
     ]
     assert {k.split("/", 1)[0] for k in landed} == {next(iter(landed)).split("/", 1)[0]}
     assert next(iter(landed)).startswith("pubmed-")
@@ -94,7 +94,7 @@ def test_pubmed_search_lands_in_batches_and_reruns_unchanged(tmp_path: Path) -> 
         "bytes": 2 * len(ARTICLES),
     }
     by_key = {a["key"].split("/", 1)[1]: a for a in one["assets"]}
-    last = by_key["00000002-00000002.xml"]
+    last = by_key["00000002-00000003.xml"]
     assert last["sha256"] == sha256(ARTICLES)
     assert last["validator"] == "xml" and last["quality"] == 1.0
     assert last["provenance"]["provider"] == "NCBI E-utilities"

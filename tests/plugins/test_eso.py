@@ -561,6 +561,91 @@ def test_ids_with_their_own_extension_keep_it(
     assert by_key(report)["products/E-095.F-9802A.2015JUL15.TAR"].provenance is not None
 
 
+DATALINK = "https://archive.eso.org/datalink/links?ID=ivo://eso.org/ID?"
+DATALINK_FORMAT = "application/x-votable+xml;content=datalink"
+
+
+def test_datalink_access_urls_give_each_product_its_own_id(
+    httpx_mock: HTTPXMock, astroingest_run: Run, tmp_path: Path
+) -> None:
+    """ivoa.ObsCore rows whose access_url is ESO's DataLink service: the id is in its ID."""
+    query = "select access_url, access_format from ivoa.ObsCore where target_name = 'SGR A'"
+    columns = ["access_url", "access_format"]
+    ids = ["ADP.2019-05-09T01:35:01.393", "ADP.2019-05-09T01:35:01.394"]
+    rows = [{"access_url": DATALINK + i, "access_format": DATALINK_FORMAT} for i in ids]
+    body = tap_csv(columns, rows)
+    httpx_mock.add_response(
+        url=sync_url(query, "csv", 1001), content=body, headers={"Content-Type": "text/csv"}
+    )
+    for dp_id in ids:
+        httpx_mock.add_response(url=f"{PORTAL}/{dp_id}", content=fits_frame(dp_id))
+
+    report = astroingest_run(source(query, download=True, format="csv"))
+
+    assert report.totals.stored == 3, [(a.key, a.error) for a in report.assets]
+    products = {k: v for k, v in stored(tmp_path).items() if k.startswith("products/")}
+    assert products == {product_key(i): fits_frame(i) for i in ids}
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        ({"dp_id": "SINFO.2013-08-27T01:05:24.328"}, "SINFO.2013-08-27T01:05:24.328"),
+        (
+            {"obs_publisher_did": "ivo://eso.org/ID?ADP.2016-06-01T14:07:30.134"},
+            "ADP.2016-06-01T14:07:30.134",
+        ),
+        ({"access_url": DATALINK + "ADP.2019-05-09T01:35:01.393"}, "ADP.2019-05-09T01:35:01.393"),
+        (
+            {"access_url": f"{PORTAL}/FORS2.2021-01-02T00:59:12.533.fits.Z"},
+            "FORS2.2021-01-02T00:59:12.533.fits.Z",
+        ),
+        ({"access_url": ""}, ""),
+    ],
+)
+def test_product_id_comes_from_dp_id_did_or_the_access_urls_id(
+    row: dict[str, str], expected: str
+) -> None:
+    assert eso.product_id(row) == expected
+
+
+def test_two_products_with_one_key_fail_the_source(
+    httpx_mock: HTTPXMock, astroingest_run: Run, tmp_path: Path
+) -> None:
+    """Different ids that sanitise to the same file name: refused, not one silently dropped."""
+    query = "select dp_id from dbo.raw where target = 'SGR A'"
+    rows = [{"dp_id": "SINFO.2013-08-27T01:05:24.328"}, {"dp_id": "SINFO.2013-08-27T01_05_24.328"}]
+    httpx_mock.add_response(
+        url=sync_url(query, "csv", 1001),
+        content=tap_csv(["dp_id"], rows),
+        headers={"Content-Type": "text/csv"},
+    )
+
+    report = astroingest_run(source(query, download=True, format="csv"))
+
+    failures = [a for a in report.assets if a.status == "failed"]
+    assert len(failures) == 1, [(a.key, a.status, a.error) for a in report.assets]
+    assert "would both be stored as 'products/SINFO.2013-08-27T01_05_24.328.fits'" in (
+        failures[0].error or ""
+    )
+    assert not any(k.startswith("products/") for k in stored(tmp_path))
+
+
+def test_a_query_error_in_a_200_votable_fails_the_source(
+    httpx_mock: HTTPXMock, astroingest_run: Run
+) -> None:
+    said = "Query execution failed: timeout"
+    httpx_mock.add_response(
+        url=sync_url(SGRA_QUERY, "votable", 1001),
+        content=votable(RAW_COLUMNS, [], status="ERROR", message=said),
+        headers={"Content-Type": VOT_TYPE},
+    )
+    report = astroingest_run(source(download=True))
+
+    failures = [a for a in report.assets if a.status == "failed"]
+    assert len(failures) == 1 and f"ESO: the query failed: {said}" in (failures[0].error or "")
+
+
 def test_a_query_error_fails_the_source_with_the_services_message(
     httpx_mock: HTTPXMock, astroingest_run: Run, tmp_path: Path
 ) -> None:
@@ -636,6 +721,7 @@ def test_dry_run_of_an_async_listing_submits_nothing(
         ({"password": "x"}, "username"),
         ({"token_url": "ftp://eso.org/token"}, "token_url"),
         ({"max_products": 0}, "max_products"),
+        ({"max_products": 100_001}, "at most 100000 products per source"),
         ({"download": "yes"}, "download"),
     ],
 )

@@ -148,6 +148,7 @@ def query_of(request: httpx.Request) -> dict[str, str]:
 
 
 def prefix_for(**keys: object) -> str:
+    """The key prefix of a source with ``keys`` (batch_size 500 unless given)."""
     return query_prefix(
         EutilsConfig.model_validate({"plugin": "ncbi.eutils", "email": EMAIL, **keys})
     )
@@ -185,10 +186,10 @@ def test_batches_cover_a_count_that_is_not_a_multiple_of_batch_size(
     assert stored(tmp_path, "lit") == {
         f"{prefix}/00000000-00000499.xml": PUBMED_ARTICLES,
         f"{prefix}/00000500-00000999.xml": PUBMED_ARTICLES,
-        f"{prefix}/00001000-00001233.xml": PUBMED_ARTICLES,
+        f"{prefix}/00001000-00001499.xml": PUBMED_ARTICLES,
     }
     assert {a.validator for a in report.assets} == {"xml"}
-    last = next(a for a in report.assets if a.key and a.key.endswith("00001233.xml"))
+    last = next(a for a in report.assets if a.key and a.key.endswith("00001499.xml"))
     assert last.provenance == {
         "provider": "NCBI E-utilities",
         "endpoint": f"{BASE}/efetch.fcgi",
@@ -233,7 +234,7 @@ def test_max_records_stops_inside_a_batch(
     assert report.status == "ok", [a.error for a in report.assets]
     assert sorted(k.split("/")[1] for k in stored(tmp_path, "lit")) == [
         "00000000-00000499.xml",
-        "00000500-00000699.xml",
+        "00000500-00000999.xml",
     ]
     assert {a.provenance["count"] for a in report.assets if a.provenance} == {42249}
 
@@ -251,11 +252,11 @@ def test_dry_run_lists_the_batches_without_fetching_any(
     report = dry_run(astroingest_host, tmp_path, source(batch_size=4000))
 
     assert report.status == "dry-run"
-    prefix = prefix_for(db="pubmed", term="cancer")
+    prefix = prefix_for(db="pubmed", term="cancer", batch_size=4000)
     assert [(a.key, a.status) for a in report.assets] == [
         (f"{prefix}/00000000-00003999.xml", "planned"),
         (f"{prefix}/00004000-00007999.xml", "planned"),
-        (f"{prefix}/00008000-00009998.xml", "planned"),
+        (f"{prefix}/00008000-00011999.xml", "planned"),
     ]
     # The report shows the URL through the engine's redactor (which also hides query_key).
     assert report.assets[2].url == redact_url(fetch_url("pubmed", 8000, 1999, retmode="xml"))
@@ -317,20 +318,75 @@ def test_efetch_error_document_fails_the_batch_and_is_not_stored(
         b'"https://eutils.ncbi.nlm.nih.gov/eutils/dtd/20131226/efetch.dtd">\n'
         b"<eFetchResult>\n\t<ERROR>Cannot retrieve query from history</ERROR>\n</eFetchResult>\n"
     )
-    for _ in range(2):  # retries = 1: the error might be a passing backend failure
-        httpx_mock.add_response(
-            url=fetch_url("pubmed", 0, 3, retmode="xml"), content=error, headers=XML_HEADERS
-        )
+    # Once: the result set is gone from the history server, and no retry brings it back.
+    httpx_mock.add_response(
+        url=fetch_url("pubmed", 0, 3, retmode="xml"), content=error, headers=XML_HEADERS
+    )
 
     report = astroingest_run(source())
 
     assert report.status == "failed"
     [failure] = report.assets
-    assert failure.attempts == 2
+    assert failure.attempts == 1
     assert failure.error is not None
     assert "NCBI answered with an error instead of records: Cannot retrieve query from history" in (
         failure.error
     )
+    assert "run the source again for a new search" in failure.error
+    assert stored(tmp_path, "lit") == {}
+
+
+def test_a_backend_error_document_is_retried(
+    httpx_mock: HTTPXMock, astroingest_run: Run, tmp_path: Path
+) -> None:
+    """A passing backend failure (not a lost history) is worth another attempt."""
+    httpx_mock.add_response(url=ESEARCH, method="POST", content=with_count(3), headers=XML_HEADERS)
+    error = b"<eFetchResult>\n\t<ERROR>Search Backend failed: timeout</ERROR>\n</eFetchResult>\n"
+    url = fetch_url("pubmed", 0, 3, retmode="xml")
+    httpx_mock.add_response(url=url, content=error, headers=XML_HEADERS)
+    httpx_mock.add_response(url=url, content=PUBMED_ARTICLES, headers=XML_HEADERS)
+
+    report = astroingest_run(source())
+
+    assert report.status == "ok", [a.error for a in report.assets]
+    [batch] = report.assets
+    assert batch.attempts == 2
+    assert list(stored(tmp_path, "lit").values()) == [PUBMED_ARTICLES]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            b'{"header":{"type":"esummary","version":"0.3"},"error":"Unable to obtain query #1"}\n',
+            "Unable to obtain query #1",
+        ),
+        (
+            b'{"header":{"type":"esummary","version":"0.3"},'
+            b'"esummaryresult":["Invalid query_key or WebEnv"]}',
+            "Invalid query_key or WebEnv",
+        ),
+    ],
+)
+def test_json_error_document_with_status_200_fails_the_batch(
+    httpx_mock: HTTPXMock, astroingest_run: Run, tmp_path: Path, body: bytes, message: str
+) -> None:
+    """retmode json: NCBI's error object (200, application/json) is not stored as data."""
+    httpx_mock.add_response(url=ESEARCH, method="POST", content=with_count(3), headers=XML_HEADERS)
+    httpx_mock.add_response(
+        url=fetch_url("pubmed", 0, 3, method="esummary", retmode="json"),
+        content=body,
+        headers={"Content-Type": "application/json; charset=UTF-8"},
+    )
+
+    report = astroingest_run(source(method="esummary", retmode="json"))
+
+    assert report.status == "failed"
+    [failure] = report.assets
+    assert failure.attempts == 1  # a lost history is permanent
+    assert failure.error is not None
+    assert f"NCBI answered with an error instead of records: {message}" in failure.error
+    assert "run the source again" in failure.error
     assert stored(tmp_path, "lit") == {}
 
 
@@ -465,11 +521,46 @@ def test_keys_are_stable_across_runs_although_the_webenv_changes(
     again = astroingest_run(source())
 
     assert [(a.key, a.status) for a in first.assets] == [
-        (f"{prefix_for(db='pubmed', term='cancer')}/00000000-00000001.xml", "stored")
+        (f"{prefix_for(db='pubmed', term='cancer')}/00000000-00000499.xml", "stored")
     ]
     assert [(a.key, a.status) for a in again.assets] == [(first.assets[0].key, "unchanged")]
     assert new_webenv in (again.assets[0].url or "")
     assert len(stored(tmp_path, "lit")) == 1
+
+
+def test_a_growing_count_refetches_the_last_batch_under_the_same_key(
+    httpx_mock: HTTPXMock, astroingest_run: Run, tmp_path: Path
+) -> None:
+    """3 records in batches of 2, then 4: the second batch keeps its key and is replaced."""
+    for count in (3, 4):
+        httpx_mock.add_response(
+            url=ESEARCH, method="POST", content=with_count(count), headers=XML_HEADERS
+        )
+        httpx_mock.add_response(
+            url=fetch_url("pubmed", 0, 2, retmode="xml"),
+            content=PUBMED_ARTICLES,
+            headers=XML_HEADERS,
+        )
+        httpx_mock.add_response(
+            url=fetch_url("pubmed", 2, count - 2, retmode="xml"),
+            content=PUBMED_ARTICLES + f"<!-- {count} -->".encode(),
+            headers=XML_HEADERS,
+        )
+
+    first = astroingest_run(source(batch_size=2))
+    again = astroingest_run(source(batch_size=2))
+
+    prefix = prefix_for(db="pubmed", term="cancer", batch_size=2)
+    keys = [f"{prefix}/00000000-00000001.xml", f"{prefix}/00000002-00000003.xml"]
+    assert sorted((a.key or "", a.status) for a in first.assets) == [(k, "stored") for k in keys]
+    assert sorted((a.key or "", a.status) for a in again.assets) == [
+        (keys[0], "unchanged"),
+        (keys[1], "stored"),
+    ]
+    assert stored(tmp_path, "lit") == {
+        keys[0]: PUBMED_ARTICLES,
+        keys[1]: PUBMED_ARTICLES + b"<!-- 4 -->",
+    }
 
 
 def test_query_prefix_follows_the_query() -> None:
@@ -483,10 +574,12 @@ def test_query_prefix_follows_the_query() -> None:
         {"rettype": "medline"},
         {"method": "esummary"},
         {"reldate": 30},
+        # Batches of another size would overlap these ones side by side.
+        {"batch_size": 20},
     ]:
         assert query_prefix(config.model_copy(update=change)) != query_prefix(config), change
-    # Neither credentials nor batching move the files.
-    for same in [{"api_key": API_KEY}, {"batch_size": 20}, {"email": "x@y.org"}]:
+    # Credentials and contact details do not move the files.
+    for same in [{"api_key": API_KEY}, {"email": "x@y.org"}, {"tool": "other"}]:
         assert query_prefix(config.model_copy(update=same)) == query_prefix(config), same
 
 
@@ -547,10 +640,10 @@ def test_esummary_batches_with_the_recorded_medgen_search(
     report = astroingest_run(source(db="medgen", term="OCRL", method="esummary", batch_size=4))
 
     assert report.status == "ok", [a.error for a in report.assets]
-    prefix = prefix_for(db="medgen", term="OCRL", method="esummary")
+    prefix = prefix_for(db="medgen", term="OCRL", method="esummary", batch_size=4)
     assert stored(tmp_path, "lit") == {
         f"{prefix}/00000000-00000003.xml": MEDGEN_SUMMARY,
-        f"{prefix}/00000004-00000004.xml": MEDGEN_SUMMARY,
+        f"{prefix}/00000004-00000007.xml": MEDGEN_SUMMARY,
     }
     assert {a.provenance["endpoint"] for a in report.assets if a.provenance} == {
         f"{BASE}/esummary.fcgi"
@@ -615,6 +708,29 @@ def test_an_api_key_raises_the_host_rate_from_3_to_10_per_second(
     assert len(spacing) == 5  # esearch + 5 efetch
     assert min(spacing) >= low * 0.9, spacing
     assert sum(spacing) / len(spacing) <= high, spacing
+
+
+def test_a_keyed_source_does_not_speed_up_a_keyless_one_on_the_same_host(
+    local_archive: ArchiveServer, astroingest_run: Run
+) -> None:
+    """The key raises the shared host budget to 10/s; the keyless source stays at 3/s."""
+    base = serve_ncbi(local_archive, count=6)
+    keyed = local_source(base, api_key=API_KEY)
+    keyless = local_source(base, api_key=None)
+    text = keyed + keyless.split("\n[sources.lit]", 1)[1].join(["\n[sources.free]", ""])
+
+    report = astroingest_run(text)
+
+    assert report.status == "ok", [a.error for a in report.assets]
+    assert len(report.assets) == 12
+    fetches = [r for r in local_archive.requests() if r.path.endswith("/efetch.fcgi")]
+    keyed_times = [r.time for r in fetches if "api_key=" in r.query]
+    keyless_times = [r.time for r in fetches if "api_key=" not in r.query]
+    assert len(keyed_times) == len(keyless_times) == 6
+    keyless_gaps = [b - a for a, b in itertools.pairwise(keyless_times)]
+    keyed_gaps = [b - a for a, b in itertools.pairwise(keyed_times)]
+    assert min(keyless_gaps) >= 0.3, keyless_gaps  # 3/s, however fast the host allows
+    assert sum(keyed_gaps) / len(keyed_gaps) <= 0.25, keyed_gaps  # the key's 10/s
 
 
 def test_429_without_retry_after_is_retried_after_a_backoff(

@@ -153,6 +153,8 @@ class FakeUws:
         submit_status: int = 303,
         document: Callable[[str], bytes] | None = None,
         cookie: str | None = None,
+        submit_first: Sequence[httpx.Response | Exception] = (),
+        delete_status: int = 204,
     ) -> None:
         self.async_url = f"{tap_base}/async"
         self.job_url = f"{self.async_url}/{JOB_ID}"
@@ -164,10 +166,15 @@ class FakeUws:
         self.submit_status = submit_status
         self.document = document or (lambda phase: job_document(phase, error=self.error))
         self.cookie = cookie
+        self.submit_first = list(submit_first)
+        self.delete_status = delete_status
+        self.jobs_created = 0
         self.log: list[tuple[str, str]] = []
         self.submitted: dict[str, str] = {}
         mock, job = httpx_mock, self.job_url
-        mock.add_callback(self._submit, url=self.async_url, method="POST")
+        mock.add_callback(
+            self._submit, url=self.async_url, method="POST", is_reusable=bool(submit_first)
+        )
         mock.add_callback(self._get_job, url=job, method="GET", is_reusable=True, is_optional=True)
         mock.add_callback(self._run, url=f"{job}/phase", method="POST", is_optional=True)
         mock.add_callback(
@@ -180,7 +187,8 @@ class FakeUws:
             is_reusable=True,
             is_optional=True,
         )
-        mock.add_callback(self._delete, url=job, method="DELETE")
+        # Without its URL (the submission failed), a job cannot be deleted.
+        mock.add_callback(self._delete, url=job, method="DELETE", is_optional=bool(submit_first))
 
     def _allowed(self, request: httpx.Request, what: str) -> bool:
         ok = self.cookie is None or request.headers.get("Cookie") == self.cookie
@@ -195,6 +203,13 @@ class FakeUws:
     def _submit(self, request: httpx.Request) -> httpx.Response:
         self._allowed(request, "submit")
         self.submitted = dict(httpx.QueryParams(request.content.decode()))
+        if self.submit_first:
+            first = self.submit_first.pop(0)
+            if isinstance(first, httpx.Response):
+                return first  # refused: no job created
+            self.jobs_created += 1  # created, but the answer is lost on the way
+            raise first
+        self.jobs_created += 1
         if self.submit_status == 303:
             return httpx.Response(303, headers={"Location": self.job_url})
         return self._doc()
@@ -225,7 +240,11 @@ class FakeUws:
         return httpx.Response(200, stream=httpx.ByteStream(self.result), headers=headers)
 
     def _delete(self, request: httpx.Request) -> httpx.Response:
-        return httpx.Response(204) if self._allowed(request, "DELETE") else httpx.Response(403)
+        if not self._allowed(request, "DELETE"):
+            return httpx.Response(403)
+        if self.delete_status == 303:  # UWS: back to the job list
+            return httpx.Response(303, headers={"Location": self.async_url})
+        return httpx.Response(self.delete_status)
 
 
 @pytest.fixture
@@ -541,7 +560,7 @@ def test_async_job_goes_through_every_phase_then_is_deleted(
     }
     assert uws.log == [
         ("POST", "submit"),
-        ("GET", ""),  # the 303 followed: PENDING, so...
+        ("GET", ""),  # the job the 303 named (not followed, read after): PENDING, so...
         ("POST", "/phase RUN"),  # ...it is started explicitly
         ("GET", ""),  # QUEUED
         ("GET", "/phase"),  # QUEUED
@@ -567,6 +586,73 @@ def test_async_job_goes_through_every_phase_then_is_deleted(
         "job_id": JOB_ID,
         "rows": 5,
     }
+
+
+def test_a_job_submission_is_sent_once_even_when_its_answer_is_lost(
+    httpx_mock: HTTPXMock, astroingest_run: Run, sleeps: list[float]
+) -> None:
+    """The POST created a job, then timed out: sending it again would leave a second job."""
+    uws = FakeUws(httpx_mock, GAIA_TAP, submit_first=[httpx.ReadTimeout("lost")])
+
+    report = astroingest_run(FAST + tap_source(JOB_QUERY, mode="async"))
+
+    assert report.status == "failed"
+    assert only_asset(report).error is not None
+    assert uws.log == [("POST", "submit")]
+    assert uws.jobs_created == 1
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_submission_refused_with_429_or_503_is_sent_again(
+    httpx_mock: HTTPXMock, astroingest_run: Run, tmp_path: Path, sleeps: list[float], status: int
+) -> None:
+    """No job exists after a 429/503: the submission is retried with the run's backoff."""
+    busy = httpx.Response(status, headers={"Retry-After": "0"})
+    uws = FakeUws(httpx_mock, GAIA_TAP, created="COMPLETED", submit_first=[busy])
+
+    report = astroingest_run(FAST + tap_source(JOB_QUERY, mode="async"))
+
+    assert only_asset(report).status == "stored", only_asset(report).error
+    assert uws.log == [
+        ("POST", "submit"),
+        ("POST", "submit"),
+        ("GET", ""),
+        ("GET", "/results/result"),
+        ("DELETE", "DELETE"),
+    ]
+    assert uws.jobs_created == 1
+
+
+def test_a_submission_failing_with_500_is_not_sent_again(
+    httpx_mock: HTTPXMock, astroingest_run: Run, sleeps: list[float]
+) -> None:
+    """A 500 may come after the job was created: one POST, and the source fails."""
+    uws = FakeUws(httpx_mock, GAIA_TAP, submit_first=[httpx.Response(500)])
+
+    report = astroingest_run(FAST + tap_source(JOB_QUERY, mode="async"))
+
+    assert report.status == "failed"
+    assert "job submission at" in (only_asset(report).error or "")
+    assert uws.log == [("POST", "submit")]
+
+
+def test_the_delete_redirect_to_the_job_list_is_not_followed(
+    httpx_mock: HTTPXMock, astroingest_run: Run, sleeps: list[float]
+) -> None:
+    """UWS answers DELETE with a 303 to /async, the user's whole job list: not fetched."""
+    uws = FakeUws(httpx_mock, GAIA_TAP, created="COMPLETED", delete_status=303)
+
+    report = astroingest_run(FAST + tap_source(JOB_QUERY, mode="async"))
+
+    assert only_asset(report).status == "stored"
+    assert uws.log[-1] == ("DELETE", "DELETE")
+    assert [(r.method, str(r.url)) for r in httpx_mock.get_requests()][-1] == (
+        "DELETE",
+        uws.job_url,
+    )
+    assert not [
+        r for r in httpx_mock.get_requests() if str(r.url) == uws.async_url and r.method == "GET"
+    ]
 
 
 def test_async_and_sync_give_the_same_key(
