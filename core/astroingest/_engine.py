@@ -255,10 +255,12 @@ class _Fetcher:
             result = self.engine._plan_failure(source, error)
             report.add(result)
             self.engine.progress.finished(result)
-        if ctx.finalizers:
-            if tasks:
-                await asyncio.wait(tasks)
-            await self.engine.finish_source(ctx)
+        finally:
+            if ctx.finalizers:
+                # Also on Ctrl-C: a job left running on an archive costs it real work.
+                if tasks:
+                    await asyncio.wait(tasks)
+                await asyncio.shield(self.engine.finish_source(ctx))
 
     async def _one(
         self,

@@ -51,6 +51,12 @@ class HostBudget:
         for slot in range(limit.connections):
             self._free.put_nowait(slot)
         self._rate = RateLimiter(limit.rate) if limit.rate else None
+        self._not_before = 0.0
+
+    def pause(self, seconds: float) -> None:
+        """The host asked for a break (Retry-After): no request to it starts before then."""
+        until = asyncio.get_running_loop().time() + seconds
+        self._not_before = max(self._not_before, until)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[int]:
@@ -58,6 +64,9 @@ class HostBudget:
         try:
             if self._rate is not None:
                 await self._rate.acquire()
+            # A loop, not one sleep: another Retry-After may push the deadline meanwhile.
+            while (wait := self._not_before - asyncio.get_running_loop().time()) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(wait)
             yield slot
         finally:
             self._free.put_nowait(slot)

@@ -122,7 +122,12 @@ class PoliteClient:
                     if response.next_request is None or not follow_redirects:
                         if response.status_code >= 400:
                             body = await _error_body(response)
-                            check_status(response, what or redact_url(url), body)
+                            try:
+                                check_status(response, what or redact_url(url), body)
+                            except RetryableError as error:
+                                if error.retry_after:  # the whole host asked for a break
+                                    self.budgets.for_url(str(request.url)).pause(error.retry_after)
+                                raise
                         yield response
                         return
                     request = response.next_request

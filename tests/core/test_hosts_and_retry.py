@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
+from collections.abc import Callable
 
 import pytest
 import tenacity
 
 from astroingest import RetryableError
+from astroingest._archive_server import ArchiveServer
 from astroingest._hosts import HostBudgets, HostLimit, HostOverride, RateLimiter, merge_limits
+from astroingest._report import RunReport
 from astroingest._retry import RetryPolicy, parse_retry_after
 
 
@@ -113,3 +116,18 @@ async def test_permanent_errors_are_not_retried() -> None:
                 calls += 1
                 raise ValueError("bad")
     assert calls == 1
+
+
+def test_a_retry_after_pauses_the_whole_host(
+    local_archive: ArchiveServer, astroingest_run: Callable[..., RunReport]
+) -> None:
+    a = local_archive.add("a.csv", b"x,y\n1,2\n", content_type="text/csv")
+    b = local_archive.add("b.csv", b"x,y\n3,4\n", content_type="text/csv")
+    local_archive.fault("a.csv", "429:1")
+    report = astroingest_run(
+        '[defaults]\nbackoff = 0.01\n[hosts."127.0.0.1"]\nconnections = 1\n'
+        f'[sources.s]\nplugin = "http"\nurls = ["{a}", "{b}"]\n'
+    )
+    assert report.status == "ok"
+    refused = local_archive.requests("a.csv")[0].time
+    assert local_archive.requests("b.csv")[0].time - refused >= 0.9  # b waited out a's Retry-After
