@@ -19,7 +19,9 @@ or less, and as an async job when the TOP is larger or there is none. ``mode = "
 Login: with ``username`` and ``password`` the plan first POSTs them as a form to
 ``/login``; the session cookie it gets back (``JSESSIONID``) is sent with every request of
 this source (job submission, polls, the result download) and with no other source's: it
-is taken out of the run's shared cookie jar and sent by :class:`SessionCookie`. 401/403
+is taken out of the run's shared cookie jar and sent by :class:`SessionCookie`, and only
+to the archive's own origin (``base_url``'s scheme, host and port): a redirect elsewhere,
+or down to plain http, goes without it. 401/403
 fails the source with "login … refused" (the password is never in a message). The session
 is logged out (``POST /logout``) after the source's jobs are deleted. ``--dry-run`` does
 not log in.
@@ -65,22 +67,33 @@ class GaiaConfig(TapQueryConfig):
         return self
 
 
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return (url.scheme, url.host, url.port)
+
+
 class SessionCookie(httpx.Auth):
-    """A login session's cookie, on this source's requests only.
+    """A login session's cookie, on this source's requests to the archive only.
 
     The cookie is kept out of the engine's shared cookie jar, so no other source sends
     it; the engine runs this flow again on every redirect hop (the 303 after a job
-    submission), so the session follows the redirect.
+    submission), so the session follows a redirect within the archive's origin (scheme,
+    host and port of ``base_url``), and never one to another host or down to http.
     """
 
-    def __init__(self, cookie: str) -> None:
+    def __init__(self, cookie: str, base_url: str) -> None:
         self._cookie = cookie
+        self._origin = _origin(httpx.URL(base_url))
 
     def __repr__(self) -> str:
         return "SessionCookie(***)"
 
+    def trusts(self, url: httpx.URL) -> bool:
+        """Whether a request to ``url`` may carry the session: the archive's origin only."""
+        return _origin(url) == self._origin
+
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Cookie"] = self._cookie
+        if self.trusts(request.url):
+            request.headers["Cookie"] = self._cookie
         yield request
 
 
@@ -106,7 +119,7 @@ async def login(ctx: PlanContext, base: str, username: str, password: str) -> Se
     for cookie in cookies:
         ctx.add_secret(cookie.value or "")  # while it lasts, a session is as good as a password
     ctx.log.info("%s: logged in as %s", PROVIDER, username)
-    return SessionCookie("; ".join(f"{c.name}={c.value}" for c in cookies))
+    return SessionCookie("; ".join(f"{c.name}={c.value}" for c in cookies), base)
 
 
 def logout_later(ctx: PlanContext, base: str, session: SessionCookie) -> None:

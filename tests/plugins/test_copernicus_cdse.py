@@ -149,8 +149,9 @@ class Identity:
     refresh_expires_in (3600 s), token_type.
     """
 
-    def __init__(self, *, refuse_refresh: bool = False) -> None:
+    def __init__(self, *, refuse_refresh: bool = False, prefix: str = "") -> None:
         self.refuse_refresh = refuse_refresh
+        self.prefix = prefix  # real tokens are long JWTs; "a-1" is below the redactor's minimum
         self.forms: list[dict[str, str]] = []
         self.issued = 0
 
@@ -167,10 +168,10 @@ class Identity:
         return httpx.Response(
             200,
             json={
-                "access_token": f"a-{self.issued}",
+                "access_token": f"{self.prefix}a-{self.issued}",
                 "expires_in": 600,
                 "refresh_expires_in": 3600,
-                "refresh_token": f"r-{self.issued}",
+                "refresh_token": f"{self.prefix}r-{self.issued}",
                 "token_type": "Bearer",
                 "not-before-policy": 0,
                 "scope": "AUDIENCE_PUBLIC openid email profile user-context",
@@ -563,6 +564,39 @@ def test_a_token_the_server_rejects_is_renewed_and_the_download_retried_once(
     assert report.totals.stored == 1, report.assets
     assert bearers(httpx_mock, value_url(product)) == ["Bearer a-1", "Bearer a-2"]
     assert identity.grants == ["password", "refresh_token"]
+
+
+def test_every_access_and_refresh_token_obtained_is_scrubbed_by_the_engine(
+    httpx_mock: HTTPXMock, astroingest_host: Host, tmp_path: Path, clock: Clock
+) -> None:
+    """The login's tokens and the refreshed ones (the clock jumps to 545 s, as in the renewal
+    test above): the engine's redactor learns each one when it is obtained, so no log line,
+    error or report shows it (the S2 page, edited as above, first product only)."""
+    page = fixture(S2_PAGE)
+    product = page["value"][0]
+    body = product_zip(product["Name"])
+    page["value"] = [publish(product, body)]
+    identity = Identity(prefix="eyJhbGciOiJSUzI1NiJ9.")
+    serve_identity(httpx_mock, identity)
+
+    def catalogue(request: httpx.Request) -> httpx.Response:
+        clock.now = 545.0
+        return httpx.Response(200, json=page)
+
+    httpx_mock.add_callback(catalogue, url=re.compile(re.escape(PRODUCTS) + r"\?.*"))
+    httpx_mock.add_response(url=value_url(product), content=body)
+    path = tmp_path / "sources.toml"
+    path.write_text(source("SENTINEL-2", "2020-08-08", "2020-08-16", "max_products = 1"))
+    config = load_config(path, astroingest_host)
+    redactor = Redactor(config.secrets)
+    engine = Engine(config, astroingest_host, LogProgress(), redactor)
+
+    report = asyncio.run(engine.run(RunOptions()))
+
+    assert report.totals.stored == 1, report.assets
+    assert identity.grants == ["password", "refresh_token"]
+    for token in ("a-1", "r-1", "a-2", "r-2"):
+        assert redactor(f"token {identity.prefix}{token} expired") == "token *** expired"
 
 
 def test_a_token_host_sharing_the_download_budget_does_not_deadlock(

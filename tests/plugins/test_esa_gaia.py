@@ -256,3 +256,32 @@ def test_refused_login_fails_the_source_clearly_without_the_password(
 def test_username_without_password_is_a_config_error(astroingest_run: Run) -> None:
     with pytest.raises(ConfigError, match="both username and password"):
         astroingest_run(source(VOTABLE_QUERY, username="jdoe"))
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        "https://cdn.example.org/results/user_table.vot",
+        "http://gea.esac.esa.int/tap-server/tap/sync/result.vot",  # same host, down to http
+        "https://gea.esac.esa.int:8443/tap-server/tap/sync/result.vot",  # another port
+    ],
+    ids=["other-host", "downgrade-to-http", "other-port"],
+)
+def test_the_session_cookie_does_not_follow_a_redirect_off_the_archive_s_origin(
+    httpx_mock: HTTPXMock, astroingest_run: Run, password: str, elsewhere: str
+) -> None:
+    """The login answer as above; the sync query answers a 302 (built here: the archive
+    is not known to redirect results) to another origin, which must not see the session."""
+    add_login(httpx_mock)
+    query = "select top 10 * from user_jdoe.my_table"
+    httpx_mock.add_response(url=sync_url(query), status_code=302, headers={"Location": elsewhere})
+    httpx_mock.add_response(url=elsewhere, content=RESULT, headers={"Content-Type": VOT_TYPE})
+    httpx_mock.add_response(url=f"{GAIA}/logout", method="POST", text="OK")
+
+    report = astroingest_run(FAST + source(query, **logged_in()))
+
+    assert only_asset(report).status == "stored", only_asset(report).error
+    [first] = httpx_mock.get_requests(url=sync_url(query))
+    assert first.headers["Cookie"] == SESSION  # the archive itself still gets it
+    [redirected] = httpx_mock.get_requests(url=elsewhere)
+    assert "JSESSIONID" not in redirected.headers.get("Cookie", "")

@@ -641,6 +641,146 @@ def test_a_redirect_to_a_presigned_s3_url_does_not_get_the_token(
     assert "Authorization" not in s3.headers
 
 
+@pytest.mark.parametrize(
+    "downgrade",
+    [
+        NC_URL.replace("https://", "http://"),  # the same host, down to plain http
+        "http://archive.podaac.earthdata.nasa.gov:8080/" + NC_URL.split("/", 3)[3],
+    ],
+    ids=["same-host", "same-host-other-port"],
+)
+def test_the_token_is_not_sent_when_an_https_link_redirects_down_to_http(
+    httpx_mock: HTTPXMock, astroingest_run: Run, monkeypatch: pytest.MonkeyPatch, downgrade: str
+) -> None:
+    """A DAAC (misconfigured, or an attacker on its path) answers the https link with a
+    redirect to plain http on its own host: that hop must not carry the token."""
+    monkeypatch.setenv("EARTHDATA_TOKEN", TOKEN)
+    serve_granule(httpx_mock, item_for(NC))
+    httpx_mock.add_response(url=NC_URL, status_code=302, headers={"Location": downgrade})
+    httpx_mock.add_response(url=downgrade, content=NC)
+
+    report = astroingest_run(
+        source("""
+        concept_id = "G2546526969-POCLOUD"
+        token = "${EARTHDATA_TOKEN}"
+        """)
+    )
+
+    assert report.status == "ok", report.to_json()
+    [https_hop] = httpx_mock.get_requests(url=NC_URL)
+    assert https_hop.headers["Authorization"] == f"Bearer {TOKEN}"
+    [http_hop] = httpx_mock.get_requests(url=downgrade)
+    assert "Authorization" not in http_hop.headers
+
+
+def test_a_plain_http_link_goes_without_the_token_until_it_is_upgraded_to_https(
+    httpx_mock: HTTPXMock, astroingest_run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real POCLOUD item with its .nc link edited to http://; the DAAC upgrades it to
+    https (a 301, as web servers do), where the token goes again."""
+    monkeypatch.setenv("EARTHDATA_TOKEN", TOKEN)
+    http_url = NC_URL.replace("https://", "http://")
+    item = item_for(NC)
+    for link in item["umm"]["RelatedUrls"]:
+        if link["URL"] == NC_URL:
+            link["URL"] = http_url
+    serve_granule(httpx_mock, item)
+    httpx_mock.add_response(url=http_url, status_code=301, headers={"Location": NC_URL})
+    httpx_mock.add_response(
+        url=NC_URL, content=NC, match_headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+
+    report = astroingest_run(
+        source("""
+        concept_id = "G2546526969-POCLOUD"
+        token = "${EARTHDATA_TOKEN}"
+        """)
+    )
+
+    assert report.status == "ok", report.to_json()
+    [plain] = httpx_mock.get_requests(url=http_url)
+    assert "Authorization" not in plain.headers
+    [upgraded] = httpx_mock.get_requests(url=NC_URL)
+    assert upgraded.headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_search_with_token_refuses_a_plain_http_cmr(
+    httpx_mock: HTTPXMock, astroingest_run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mirror configured as http://: the token would cross the network in clear text."""
+    monkeypatch.setenv("EARTHDATA_TOKEN", TOKEN)
+
+    report = astroingest_run(
+        source("""
+        base_url = "http://cmr.example.org/search"
+        concept_id = "G2546526969-POCLOUD"
+        token = "${EARTHDATA_TOKEN}"
+        search_with_token = true
+        """)
+    )
+
+    [failure] = report.assets
+    assert failure.status == "failed"
+    assert "search_with_token needs an https base_url" in (failure.error or "")
+    assert httpx_mock.get_requests() == []
+
+
+def test_a_token_exchanged_for_username_and_password_is_scrubbed_by_the_engine(
+    httpx_mock: HTTPXMock, astroingest_host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token body as in the exchange test above; the engine's redactor must learn the
+    minted token, so that no log line, error or report can show it."""
+    monkeypatch.setenv("EDL_PASSWORD", "correct horse battery")
+    minted = "edl-token-minted-at-run-time-7"
+    httpx_mock.add_response(
+        url=TOKEN_API,
+        method="POST",
+        json={"access_token": minted, "token_type": "Bearer", "expiration_date": "06/25/2024"},
+    )
+    serve_granule(httpx_mock, item_for(NC))
+    httpx_mock.add_response(url=NC_URL, content=NC)
+    path = tmp_path / "sources.toml"
+    path.write_text(
+        source("""
+        concept_id = "G2546526969-POCLOUD"
+        username = "alice"
+        password = "${EDL_PASSWORD}"
+        """)
+    )
+    config = load_config(path, astroingest_host)
+    redactor = Redactor(config.secrets)
+    engine = Engine(config, astroingest_host, LogProgress(), redactor)
+
+    report = asyncio.run(engine.run(RunOptions()))
+
+    assert report.status == "ok", report.to_json()
+    assert redactor(f"Token {minted} does not exist") == "Token *** does not exist"
+
+
+def test_the_bearer_flow_sends_the_token_over_https_or_loopback_only() -> None:
+    auth = cmr.EarthdataBearer(TOKEN, "archive.podaac.earthdata.nasa.gov")
+    sent = {}
+    for url in (
+        NC_URL,
+        NC_URL.replace("https://", "http://"),
+        "http://127.0.0.1:8080/file.nc",
+        "https://urs.earthdata.nasa.gov/oauth/authorize",
+        "http://urs.earthdata.nasa.gov/oauth/authorize",
+    ):
+        request = httpx.Request("GET", url, headers={"Authorization": "Bearer stale"})
+        sent[url] = next(auth.auth_flow(request)).headers.get("Authorization")
+    loopback = cmr.EarthdataBearer(TOKEN, "127.0.0.1")
+    request = httpx.Request("GET", "http://127.0.0.1:8080/file.nc")
+    assert next(loopback.auth_flow(request)).headers["Authorization"] == f"Bearer {TOKEN}"
+    assert sent == {
+        NC_URL: f"Bearer {TOKEN}",
+        NC_URL.replace("https://", "http://"): None,
+        "http://127.0.0.1:8080/file.nc": None,  # loopback, but not a trusted host
+        "https://urs.earthdata.nasa.gov/oauth/authorize": f"Bearer {TOKEN}",
+        "http://urs.earthdata.nasa.gov/oauth/authorize": None,
+    }
+
+
 # -- granule items to assets (no HTTP) ---------------------------------------------------------
 
 

@@ -26,6 +26,14 @@ The key is ``<dataset>/<first 12 hex of sha256(canonical JSON of request)>.<ext>
 same request lands under the same key on every run, whatever the job id or the random
 file name the CDS gives the result. A rerun submits the request again (the CDS answers
 identical requests from its cache) and the engine finds the bytes unchanged.
+
+The token goes only to ``base_url``'s origin (scheme, host and port): as a plain header,
+which the engine drops on a redirect to another origin, and never to a link (monitor,
+results) that points elsewhere. The submission is one POST, never retried blindly: only
+answers that say no job was created are submitted again (the queue-limit 400, after
+``queue_retry_after`` seconds; 429; a 503 without a job; a connection never made). An
+error after the CDS may have accepted the job fails the source instead, so that a retry
+cannot queue the same job twice.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import AsyncIterator, Generator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -54,6 +62,7 @@ from astroingest import (
     SourceType,
     hookimpl,
 )
+from astroingest._retry import describe
 
 DEFAULT_BASE_URL = "https://cds.climate.copernicus.eu/api"
 TOKEN_ENV = "CDSAPI_KEY"
@@ -64,6 +73,13 @@ PENDING = frozenset({"accepted", "running"})
 MISSING_POLLS = 3
 """A job status answering 404 now and then is transient (apis.md 5b); this many in a row not."""
 BACKOFF_FACTOR = 1.5  # as the official client grows its sleep between polls
+QUEUE_RETRY_AFTER = 120.0
+"""Seconds before a request refused by the queue limit is submitted again (as cdsapi sleeps)."""
+RESUBMIT_STATUSES = frozenset({429, 503})
+"""5xx/429 answers to a submission that say the request was not taken: safe to POST again.
+A 503 that nonetheless names a job is not (see ``_Cds.submit_once``)."""
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+"""Transport failures before a byte of the request reached the server: safe to POST again."""
 
 # apis.md 5b [unverified]: the per-dataset queue limit is a 400 whose message says
 # "Number queued requests for this dataset is temporarily limited"; other 400s are
@@ -169,6 +185,15 @@ class CdsConfig(SourceConfig):
         default=False,
         description="Delete the job on the CDS once its result has been fetched.",
     )
+    queue_retry_after: float = Field(
+        default=QUEUE_RETRY_AFTER,
+        ge=0,
+        le=3600,
+        description=(
+            "Seconds to wait before submitting again when the dataset's queue is full (the "
+            "CDS answers 400 \"temporarily limited\"); resubmitted up to `retries` times."
+        ),
+    )
 
     @field_validator("request")
     @classmethod
@@ -236,29 +261,15 @@ def result_extension(request: Mapping[str, Any], media_type: str | None, href: s
     return suffix.group(1).lower() if suffix else ".bin"
 
 
-class _TokenAuth(httpx.Auth):
-    """Sends the token, and keeps the response so a 4xx's problem body can be read.
-
-    astroingest.HTTPStatusError carries only the status; the CDS tells a transient
-    queue limit from a bad request only in the body of its 400s.
-    """
-
-    requires_response_body = True
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-        self.response: httpx.Response | None = None
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers[TOKEN_HEADER] = self._token
-        self.response = yield request
+def _origin(url: str | httpx.URL) -> tuple[str, str, int | None]:
+    parsed = httpx.URL(url)
+    return (parsed.scheme, parsed.host, parsed.port)
 
 
 @dataclass(frozen=True, slots=True)
 class _Reply:
     status: int
     body: Any
-    retry_after: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -269,13 +280,12 @@ class _QueueLimited(RetryableError):
     """The dataset's queue is full for now: submit again later."""
 
 
-def _body(response: httpx.Response | None) -> Any:
-    if response is None:
-        return None
+def _body(content: bytes) -> Any:
+    """A reply's body: its JSON document, else its text (CDS problems are JSON)."""
     try:
-        return response.json()
+        return json.loads(content)
     except ValueError:
-        return response.text
+        return content.decode("utf-8", "replace")
 
 
 def problem_text(body: Any) -> str:
@@ -296,11 +306,6 @@ def problem_text(body: Any) -> str:
     return text[:500] or "no details given"
 
 
-def _retry_after(response: httpx.Response | None) -> float | None:
-    value = response.headers.get("Retry-After", "") if response is not None else ""
-    return float(value) if value.strip().isdigit() else None
-
-
 class _Cds:
     """The API calls of one source's plan."""
 
@@ -312,15 +317,20 @@ class _Cds:
         self.dataset = config.dataset
         self.page = f"{self.site}/datasets/{self.dataset}"
         self.submit_url = f"{self.base}/retrieve/v1/processes/{self.dataset}/execution"
+        self.origin = _origin(self.base)
 
     async def send(self, method: str, url: str, **kwargs: Any) -> _Reply:
-        """One polite call; a 4xx comes back as a reply (with its problem body), not raised."""
-        auth = _TokenAuth(self.config.token)
+        """One polite call; a 4xx comes back as a reply (with its problem body), not raised.
+
+        The token is a plain header, so the engine drops it on a redirect to another
+        origin; a URL the CDS named that is not on ``base_url``'s origin gets none at all.
+        """
+        headers = {TOKEN_HEADER: self.config.token} if _origin(url) == self.origin else {}
         try:
-            response = await self.ctx.request(method, url, auth=auth, **kwargs)
+            response = await self.ctx.request(method, url, headers=headers, **kwargs)
         except HTTPStatusError as error:
-            return _Reply(error.status_code, _body(auth.response), _retry_after(auth.response))
-        return _Reply(response.status_code, _body(response))
+            return _Reply(error.status_code, _body(error.body))
+        return _Reply(response.status_code, _body(response.content))
 
     def rejection(self, reply: _Reply, what: str) -> FetchError:
         """The error for a 4xx: the message says what went wrong and what to do."""
@@ -330,7 +340,7 @@ class _Cds:
         if status == 400 and any(marker in lowered for marker in QUEUE_LIMIT_MARKERS):
             return _QueueLimited(
                 f'CDS: the queue for dataset "{self.dataset}" is full for now (HTTP 400: {text})',
-                reply.retry_after,
+                self.config.queue_retry_after,
             )
         if status == 400:
             message = (
@@ -358,19 +368,46 @@ class _Cds:
         return HTTPStatusError(message, status)
 
     async def submit(self) -> dict[str, Any]:
-        """POST the request; a full queue is retried under the run's retry policy."""
+        """POST the request, submitting again (under the run's retry policy) only when the
+        answer says no job was created; see :meth:`submit_once`."""
         body = {"inputs": dict(self.config.request)}
         async for attempt in self.ctx.client.retry.attempts(self.submit_url):
             with attempt:
-                try:
-                    reply = await self.send("POST", self.submit_url, json=body)
-                except RetryableError as error:
-                    # ctx.request already spent the retries on this 429/5xx: not again here.
-                    raise FetchError(f"CDS: submitting the request failed: {error}") from None
-                if not reply.ok:
-                    raise self.rejection(reply, self.submit_url)
-                return self.document(reply, "the submitted job")
+                return await self.submit_once(body)
         raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def submit_once(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One POST, never retried by the client: a second one could queue a second job.
+
+        Raises RetryableError (submitted again) only where no job was created: the
+        queue-limit 400, 429, a 503 that names no job, a connection never made. Anything
+        else that leaves it unknown whether the CDS took the job fails the source.
+        """
+        try:
+            reply = await self.send("POST", self.submit_url, json=body, retry=False)
+        except RetryableError as error:
+            if error.status_code in RESUBMIT_STATUSES and "jobID" not in _job_of(error.body):
+                raise RetryableError(
+                    f"CDS: submitting the request failed: {error}", error.retry_after
+                ) from None
+            raise self.uncertain(str(error)) from None
+        except NOT_SENT as error:
+            raise RetryableError(
+                f"CDS: could not connect to submit the request ({describe(error)})"
+            ) from None
+        except httpx.HTTPError as error:
+            raise self.uncertain(describe(error)) from None
+        if not reply.ok:
+            raise self.rejection(reply, self.submit_url)
+        return self.document(reply, "the submitted job")
+
+    def uncertain(self, what: str) -> FetchError:
+        """The error for a submission the CDS may have accepted: not sent again."""
+        return FetchError(
+            f"CDS: submitting the request failed ({what}); the CDS may have queued the job "
+            f"anyway, so it is not submitted again (that could run it twice): check "
+            f"{self.site}/requests, then run again"
+        )
 
     def document(self, reply: _Reply, what: str) -> dict[str, Any]:
         if not isinstance(reply.body, dict):
@@ -437,6 +474,12 @@ class _Cds:
                 level = str(message.get("severity", "info")).lower()
                 log = self.ctx.log.warning if level in ("warning", "error") else self.ctx.log.info
                 log("CDS dataset %s: %s", self.dataset, " ".join(str(message["content"]).split()))
+
+
+def _job_of(content: bytes) -> dict[str, Any]:
+    """The job document an error body holds, if any (a job was created after all)."""
+    body = _body(content)
+    return body if isinstance(body, dict) else {}
 
 
 def job_id(job: Mapping[str, Any]) -> str:

@@ -591,6 +591,11 @@ class TokenManager:
         now = self._clock()
         lifetime = _seconds(payload.get("expires_in"), 600.0)
         refresh = payload.get("refresh_token")
+        # Minted at run time: the engine's redactor must learn them before any message can
+        # show one (an error echoing a token, a URL carrying it).
+        self._ctx.add_secret(access)
+        if isinstance(refresh, str) and refresh:
+            self._ctx.add_secret(refresh)
         refresh_for = _seconds(payload.get("refresh_expires_in"), 3600.0)
         self._token = _Token(
             access=access,

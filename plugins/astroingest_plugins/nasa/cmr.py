@@ -8,13 +8,18 @@ engine, which fails the asset on a mismatch.
 
 Downloads carry ``Authorization: Bearer <EDL token>`` through :class:`EarthdataBearer`:
 on every redirect hop it goes to the link's own host and to Earthdata Login (where
-on-premises DAACs send a download), never elsewhere (a cloud DAAC's presigned S3 URL).
-A username/password is exchanged for the token once, at plan time.
+on-premises DAACs send a download), never elsewhere (a cloud DAAC's presigned S3 URL),
+and only over https: never over plain http, not even to a trusted host (an ``http://``
+link, or an https link redirected down to http). Loopback addresses (a test server on
+127.0.0.1) are the one exception, as browsers treat them as secure.
+A username/password is exchanged for the token once, at plan time; the engine is told
+to scrub that token from logs, errors and reports.
 """
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import logging
 import posixpath
@@ -49,6 +54,26 @@ EDL_HOSTS = frozenset(
     {"urs.earthdata.nasa.gov", "uat.urs.earthdata.nasa.gov", "sit.urs.earthdata.nasa.gov"}
 )
 """Earthdata Login (production, UAT, SIT): data servers send users there to sign in."""
+
+
+def secure_transport(url: httpx.URL | str) -> bool:
+    """Whether a credential may travel to ``url``: https, or http to a loopback address.
+
+    A loopback address (127.0.0.0/8, ::1, localhost) never leaves the machine: a local
+    test server or tunnel, which browsers count as secure too.
+    """
+    url = httpx.URL(url) if isinstance(url, str) else url
+    if url.scheme == "https":
+        return True
+    if url.scheme != "http":
+        return False
+    host = url.host.lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class CmrConfig(SourceConfig):
@@ -261,6 +286,11 @@ class _Search:
         if self.search_after is not None:
             headers["CMR-Search-After"] = self.search_after
         if self.send_token and self.token:
+            if not secure_transport(self.url):
+                raise FetchError(
+                    f"CMR: search_with_token needs an https base_url; {self.url} is plain "
+                    "http, and the Earthdata token is never sent over http"
+                )
             headers["Authorization"] = f"Bearer {self.token}"
         try:
             response = await ctx.request("GET", self.url, params=self.params, headers=headers)
@@ -355,6 +385,7 @@ async def edl_token(config: CmrConfig, ctx: PlanContext) -> str | None:
             f"Earthdata Login: {config.token_url} answered without an access_token; "
             "check token_url (it should be the EDL find_or_create_token endpoint)"
         )
+    ctx.add_secret(token)  # minted at run time: the engine's redactor cannot know it yet
     expires = document.get("expiration_date")
     ctx.log.info("Earthdata Login: token for %s (expires %s)", config.username, expires or "?")
     return token
@@ -388,6 +419,8 @@ class EarthdataBearer(httpx.Auth):
     own host and to Earthdata Login (on-premises DAACs send a download through its OAuth
     authorize endpoint, which wants the token), never to where a cloud DAAC redirects a
     download: a presigned S3 URL must not see it (and S3 rejects a second credential).
+    It goes over https only (see :func:`secure_transport`): a plain-http request, to a
+    trusted host or not, never carries it.
 
     A client that follows redirects itself (plain httpx) runs the flow once per chain and
     strips the header on the way to Earthdata Login; when such a chain ends refused
@@ -405,9 +438,16 @@ class EarthdataBearer(httpx.Auth):
     def __repr__(self) -> str:
         return "EarthdataBearer(<token>)"
 
+    def trusts(self, url: httpx.URL) -> bool:
+        """Whether a request to ``url`` may carry the token: a trusted host, over https."""
+        return url.host in self._trusted and secure_transport(url)
+
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        if request.url.host in self._trusted:
+        if self.trusts(request.url):
             request.headers["Authorization"] = self._header
+        else:
+            # A hop httpx built from a previous one may still carry the header.
+            request.headers.pop("Authorization", None)
         response = yield request
         for _ in range(self.max_resends):
             hop = self._stripped_hop(response) if self._refused(response) else None
@@ -425,7 +465,7 @@ class EarthdataBearer(httpx.Auth):
     def _stripped_hop(self, response: httpx.Response) -> httpx.Request | None:
         chain = [r.request for r in response.history] + [response.request]
         for hop in chain[1:]:
-            if hop.url.host in self._trusted and "Authorization" not in hop.headers:
+            if self.trusts(hop.url) and "Authorization" not in hop.headers:
                 return hop
         return None
 
@@ -537,6 +577,7 @@ class GranuleContext:
     login_hosts: frozenset[str] = frozenset()
     no_links: int = 0
     non_http: int = 0
+    plain_http: int = 0
     _auths: dict[str, EarthdataBearer] = field(default_factory=dict)
 
     def auth_for(self, url: str) -> EarthdataBearer | None:
@@ -636,6 +677,11 @@ def _data_links(
             shared.non_http += 1
             shared.log.debug("CMR: granule %s: skipping non-HTTP link %s", granule, url)
             continue
+        if shared.token is not None and not secure_transport(url):
+            # Fetched all the same (an http link may redirect to https, where the token
+            # goes again), but the plain-http request itself never carries the token.
+            shared.plain_http += 1
+            shared.log.debug("CMR: granule %s: plain-http link %s: no token over http", granule, url)
         name = file_name(url)
         if not name or name in names:
             shared.log.debug("CMR: granule %s: skipping %s (no new file name)", granule, url)
@@ -751,6 +797,12 @@ async def plan(config: CmrConfig, ctx: PlanContext) -> AsyncIterator[Asset]:
         ctx.log.info(
             "CMR: skipped %d non-HTTP (s3://) links; the engine fetches over HTTPS",
             shared.non_http,
+        )
+    if shared.plain_http:
+        ctx.log.warning(
+            "CMR: %d data links are plain http: the Earthdata token is not sent over http, "
+            "so a protected file there fails unless the server redirects to https",
+            shared.plain_http,
         )
     if shared.no_links:
         ctx.log.info(
