@@ -16,10 +16,12 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from pytest_httpx import HTTPXMock
 
@@ -30,7 +32,7 @@ from astroingest._plugins import Host
 from astroingest._progress import LogProgress
 from astroingest._redact import Redactor
 from astroingest._report import AssetResult, RunReport
-from astroingest_plugins.copernicus.cds import result_extension
+from astroingest_plugins.copernicus.cds import CdsConfig, result_extension
 
 Run = Callable[..., RunReport]
 
@@ -39,6 +41,7 @@ DATASET = "reanalysis-era5-single-levels"
 SUBMIT = f"{API}/retrieve/v1/processes/{DATASET}/execution"
 OBJECT_STORE = "https://object-store.os-api.cci2.ecmwf.int/cci2-prod-cache"
 TOKEN = "3f2b8c1e-5d4a-4e9b-9c7d-0a1b2c3d4e5f"  # UUID-shaped, like a real personal token
+TOKEN_HEADER = "PRIVATE-TOKEN"
 CREATED = "2025-03-04T10:00:00.000000"
 FINISHED = "2025-03-04T10:00:09.000000"
 REQUEST: dict[str, Any] = {
@@ -393,10 +396,25 @@ def test_a_dismissed_or_deleted_job_fails_the_source(
     assert f"ended '{status}'" in (result.error or "")
 
 
+def queue_limited(httpx_mock: HTTPXMock) -> None:
+    """Synthetic 400 problem with the queue-limit text apis.md 5b quotes [unverified there]."""
+    httpx_mock.add_response(
+        method="POST",
+        url=SUBMIT,
+        status_code=400,
+        json=problem(
+            400,
+            "The job has been rejected",
+            "Number queued requests for this dataset is temporarily limited.",
+        ),
+    )
+
+
 def test_the_queue_limit_400_is_retried_then_the_job_succeeds(
     httpx_mock: HTTPXMock, astroingest_run: Run
 ) -> None:
-    """Synthetic 400 problem with the queue-limit text apis.md 5b quotes [unverified there]."""
+    """Synthetic 400 problem with the queue-limit text apis.md 5b quotes [unverified there];
+    the second POST waits queue_retry_after (0.5 s here), not the run's 0.01 s backoff."""
     httpx_mock.add_response(
         method="POST",
         url=SUBMIT,
@@ -412,10 +430,17 @@ def test_the_queue_limit_400_is_retried_then_the_job_succeeds(
     href = serve_job(httpx_mock, "job-after-queue", body)
     httpx_mock.add_response(method="GET", url=href, content=body)
 
-    result = only_result(astroingest_run(cds_source()))
+    started = time.monotonic()
+    result = only_result(astroingest_run(cds_source(queue_retry_after=0.5)))
 
     assert result.status == "stored", result.error
+    assert time.monotonic() - started >= 0.45
     assert len(httpx_mock.get_requests(method="POST", url=SUBMIT)) == 2
+
+
+def test_the_queue_limit_waits_two_minutes_by_default_like_the_official_client() -> None:
+    config = CdsConfig(plugin="copernicus.cds", dataset=DATASET, request=REQUEST, token=TOKEN)
+    assert config.queue_retry_after == 120.0
 
 
 def test_the_queue_limit_fails_the_source_once_retries_are_spent(
@@ -423,18 +448,9 @@ def test_the_queue_limit_fails_the_source_once_retries_are_spent(
 ) -> None:
     """The same synthetic queue-limit 400, three times: retries = 2 allows three POSTs."""
     for _ in range(3):
-        httpx_mock.add_response(
-            method="POST",
-            url=SUBMIT,
-            status_code=400,
-            json=problem(
-                400,
-                "The job has been rejected",
-                "Number queued requests for this dataset is temporarily limited.",
-            ),
-        )
+        queue_limited(httpx_mock)
 
-    result = only_result(astroingest_run(cds_source()))
+    result = only_result(astroingest_run(cds_source(queue_retry_after=0.01)))
 
     assert result.status == "failed"
     assert f'the queue for dataset "{DATASET}" is full for now' in (result.error or "")
@@ -539,6 +555,122 @@ def test_a_429_on_submit_is_retried_after_its_retry_after(
 
     assert only_result(astroingest_run(cds_source())).status == "stored"
     assert len(httpx_mock.get_requests(method="POST")) == 2
+
+
+@pytest.mark.parametrize(
+    ("answer", "what"),
+    [
+        ({"status_code": 500, "json": problem(500, "Internal Server Error")}, "HTTP 500"),
+        ({"status_code": 502, "text": "Bad Gateway"}, "HTTP 502"),
+        ({"status_code": 504, "text": "Gateway Timeout"}, "HTTP 504"),
+        # A 503 that names a job: the CDS created it before failing the answer.
+        ({"status_code": 503, "json": submitted("job-503")}, "HTTP 503"),
+    ],
+    ids=["500", "502", "504", "503-with-a-job"],
+)
+def test_a_submission_the_cds_may_have_taken_is_not_sent_again(
+    httpx_mock: HTTPXMock, astroingest_run: Run, answer: dict[str, Any], what: str
+) -> None:
+    """Synthetic error answers to the POST (retries = 2 would allow three POSTs): each may
+    come after the job was queued, so a second POST could run it twice."""
+    httpx_mock.add_response(method="POST", url=SUBMIT, **answer)
+
+    result = only_result(astroingest_run(cds_source()))
+
+    assert result.status == "failed"
+    error = result.error or ""
+    assert f"CDS: submitting the request failed ({what}" in error
+    assert "not submitted again" in error
+    assert "https://cds.climate.copernicus.eu/requests" in error
+    assert len(httpx_mock.get_requests(method="POST")) == 1
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        httpx.ReadTimeout("timed out waiting for the answer"),
+        httpx.RemoteProtocolError("Server disconnected without sending a response."),
+        httpx.ReadError("connection reset by peer"),
+    ],
+    ids=["read-timeout", "disconnected", "reset"],
+)
+def test_a_connection_lost_after_the_post_was_sent_fails_without_a_second_job(
+    httpx_mock: HTTPXMock, astroingest_run: Run, failure: Exception
+) -> None:
+    """The request went out, no answer came back: the CDS may have queued the job."""
+    httpx_mock.add_exception(failure, method="POST", url=SUBMIT)
+
+    result = only_result(astroingest_run(cds_source()))
+
+    assert result.status == "failed"
+    assert "the CDS may have queued the job anyway" in (result.error or "")
+    assert len(httpx_mock.get_requests(method="POST")) == 1
+
+
+def test_a_connection_never_made_is_submitted_again(
+    httpx_mock: HTTPXMock, astroingest_run: Run
+) -> None:
+    """Connection refused: nothing reached the CDS, so the POST is safe to send again."""
+    httpx_mock.add_exception(httpx.ConnectError("connection refused"), method="POST", url=SUBMIT)
+    body = netcdf4_body()
+    href = serve_job(httpx_mock, "job-after-refusal", body)
+    httpx_mock.add_response(method="GET", url=href, content=body)
+
+    assert only_result(astroingest_run(cds_source())).status == "stored"
+    assert len(httpx_mock.get_requests(method="POST")) == 2
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        "https://attacker.example.org/api/retrieve/v1/jobs/job-moved",
+        "http://cds.climate.copernicus.eu/api/retrieve/v1/jobs/job-moved",
+        "https://cds.climate.copernicus.eu:8443/api/retrieve/v1/jobs/job-moved",
+    ],
+    ids=["other-host", "downgrade-to-http", "other-port"],
+)
+def test_the_token_does_not_follow_a_redirect_off_the_cds_origin(
+    httpx_mock: HTTPXMock, astroingest_run: Run, elsewhere: str
+) -> None:
+    """Synthetic job documents; the status poll answers a 302 to another origin (built
+    here: the CDS is not known to redirect), which serves the finished job."""
+    job = "job-moved"
+    body = netcdf4_body()
+    httpx_mock.add_response(method="POST", url=SUBMIT, status_code=201, json=submitted(job))
+    httpx_mock.add_response(
+        method="GET", url=job_url(job), status_code=302, headers={"Location": elsewhere}
+    )
+    httpx_mock.add_response(method="GET", url=elsewhere, json=job_status(job, "successful"))
+    href = f"{OBJECT_STORE}/moved.nc"
+    httpx_mock.add_response(method="GET", url=f"{job_url(job)}/results", json=results(href, body))
+    httpx_mock.add_response(method="GET", url=href, content=body)
+
+    result = only_result(astroingest_run(cds_source()))
+
+    assert result.status == "stored", result.error
+    [poll] = httpx_mock.get_requests(url=job_url(job))
+    assert poll.headers[TOKEN_HEADER] == TOKEN
+    [redirected] = httpx_mock.get_requests(url=elsewhere)
+    assert TOKEN_HEADER not in redirected.headers
+    assert TOKEN not in str(redirected.headers)
+
+
+def test_a_link_to_another_origin_gets_no_token(
+    httpx_mock: HTTPXMock, astroingest_run: Run
+) -> None:
+    """The synthetic 201 reply with its rel=monitor link edited to point off the CDS."""
+    job = "job-foreign-monitor"
+    foreign = f"https://elsewhere.example.org/api/retrieve/v1/jobs/{job}"
+    reply = submitted(job)
+    reply["links"][1]["href"] = foreign
+    httpx_mock.add_response(method="POST", url=SUBMIT, status_code=201, json=reply)
+    httpx_mock.add_response(method="GET", url=foreign, json=job_status(job, "dismissed"))
+
+    result = only_result(astroingest_run(cds_source()))
+
+    assert result.status == "failed"
+    [poll] = httpx_mock.get_requests(url=foreign)
+    assert TOKEN_HEADER not in poll.headers
 
 
 def test_a_job_that_outlives_job_timeout_fails_the_source(

@@ -191,7 +191,7 @@ class CdsConfig(SourceConfig):
         le=3600,
         description=(
             "Seconds to wait before submitting again when the dataset's queue is full (the "
-            "CDS answers 400 \"temporarily limited\"); resubmitted up to `retries` times."
+            'CDS answers 400 "temporarily limited"); resubmitted up to `retries` times.'
         ),
     )
 

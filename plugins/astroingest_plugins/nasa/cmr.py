@@ -681,7 +681,7 @@ def _data_links(
             # Fetched all the same (an http link may redirect to https, where the token
             # goes again), but the plain-http request itself never carries the token.
             shared.plain_http += 1
-            shared.log.debug("CMR: granule %s: plain-http link %s: no token over http", granule, url)
+            shared.log.debug("CMR: granule %s: %s is plain http: no token there", granule, url)
         name = file_name(url)
         if not name or name in names:
             shared.log.debug("CMR: granule %s: skipping %s (no new file name)", granule, url)
