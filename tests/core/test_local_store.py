@@ -28,7 +28,7 @@ async def test_commit_makes_the_object_appear_whole(tmp_path: Path) -> None:
         await writer.commit()
     assert (tmp_path / "raw/src/a.bin").read_bytes() == b"hello world"
     assert leftovers(tmp_path) == []
-    assert list((tmp_path / "raw" / JOURNAL).iterdir()) == []
+    assert list((tmp_path / "raw" / JOURNAL).glob("*.json")) == []
 
 
 async def test_leaving_without_commit_aborts(tmp_path: Path) -> None:
@@ -102,7 +102,7 @@ async def test_recover_removes_temp_files_of_dead_writers_only(tmp_path: Path) -
     assert [p.parent.name for p in leftovers(tmp_path)] == ["alive"]
     await alive.abort()
     assert leftovers(tmp_path) == []
-    entries = list((tmp_path / JOURNAL).iterdir())
+    entries = list((tmp_path / JOURNAL).glob("*.json"))
     assert entries == [], [json.loads(e.read_text()) for e in entries]
 
 
@@ -111,7 +111,7 @@ async def test_no_temp_file_is_ever_untracked(tmp_path: Path) -> None:
     writer = await store.open_writer("a")
     assert not (tmp_path / JOURNAL).exists()  # nothing touches the disk before the first flush
     await writer.write(b"z" * (LocalWriter.BUFFER + 1))
-    [entry] = list((tmp_path / JOURNAL).iterdir())
+    [entry] = list((tmp_path / JOURNAL).glob("*.json"))
     record = json.loads(entry.read_text())
     assert (tmp_path / record["temp"]).exists()
     assert record["pid"] == os.getpid()
@@ -126,7 +126,7 @@ async def test_a_failed_commit_leaves_no_temp_file(tmp_path: Path) -> None:
             await writer.write(b"a,b\n")
             await writer.commit()
     assert leftovers(tmp_path) == []
-    assert list((tmp_path / JOURNAL).iterdir()) == []
+    assert list((tmp_path / JOURNAL).glob("*.json")) == []
 
 
 async def test_cancelling_a_write_then_aborting_waits_for_the_disk(tmp_path: Path) -> None:
@@ -146,3 +146,26 @@ async def test_cancelling_a_write_then_aborting_waits_for_the_disk(tmp_path: Pat
     assert leftovers(tmp_path) == []
     with pytest.raises(StoreError):
         await writer.commit()  # an aborted writer cannot be committed later
+
+
+async def test_a_dead_writer_is_recognised_even_when_its_pid_is_reused(tmp_path: Path) -> None:
+    """A restarted container often gives the new run the dead run's PID: the lock decides."""
+    store = LocalStore(tmp_path)
+    script = (
+        "import asyncio, os, signal\n"
+        "from pathlib import Path\n"
+        "from astroingest.stores.local import LocalStore, LocalWriter\n"
+        "async def main():\n"
+        f"    w = await LocalStore(Path({str(tmp_path)!r})).open_writer('dead/a.bin')\n"
+        "    await w.write(b'x' * (LocalWriter.BUFFER + 1))\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "asyncio.run(main())\n"
+    )
+    await asyncio.to_thread(subprocess.run, [sys.executable, "-c", script], check=False)
+    [entry] = list((tmp_path / JOURNAL).glob("*.json"))
+    record = json.loads(entry.read_text())
+    record["pid"] = os.getpid()  # as if the dead writer had had our PID
+    entry.write_text(json.dumps(record))
+    assert await store.recover() == 1
+    assert leftovers(tmp_path) == []
+    assert list((tmp_path / JOURNAL).glob("*.lock")) == []

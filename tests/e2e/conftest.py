@@ -23,7 +23,7 @@ def reports(data: Path) -> list[dict[str, Any]]:
 def partials(data: Path) -> list[Path]:
     """Anything half-written: temp files, or journal entries of writers that never finished."""
     temps = [p for p in data.rglob("*") if p.name.endswith(TEMP_SUFFIX)]
-    journals = [p for p in data.rglob(f"{JOURNAL}/*")]
+    journals = list(data.rglob(f"{JOURNAL}/*.json"))  # lock files are not partial data
     return temps + journals
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -90,12 +91,12 @@ class LocalStore(Store):
         if not journal.is_dir():
             return 0
         removed = 0
-        for entry in journal.iterdir():
+        for entry in journal.glob("*.json"):
             try:
                 record = json.loads(entry.read_text())
             except (OSError, ValueError):
                 continue
-            if _writer_alive(record):
+            if _writer_alive(record, journal):
                 continue
             temp = self.root / record["temp"]
             if temp.is_relative_to(self.root):
@@ -103,6 +104,8 @@ class LocalStore(Store):
                     temp.unlink()
                     removed += 1
             entry.unlink(missing_ok=True)
+        for lock in journal.glob("*.lock"):
+            _lock_held(lock)  # removes the lock files of processes that are gone
         return removed
 
     def adopt(self, temp: Path, key: str) -> None:
@@ -129,7 +132,45 @@ class LocalStore(Store):
             raise
 
 
-def _writer_alive(record: Mapping[str, Any]) -> bool:
+_process_locks: dict[Path, tuple[int, str, int]] = {}
+_process_locks_guard = threading.Lock()
+
+
+def _process_lock(journal: Path) -> str:
+    """This process's lock file in ``journal``, held (flock) for the process's lifetime.
+
+    The kernel drops the lock when the process dies however it dies, so a later run can
+    tell a dead writer from a live one even where PIDs and host names repeat (containers).
+    """
+    with _process_locks_guard:
+        held = _process_locks.get(journal)
+        if held is not None and held[2] == os.getpid():  # not one inherited across fork
+            return held[1]
+        name = f"{os.getpid()}-{secrets.token_hex(4)}.lock"
+        fd = os.open(journal / name, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _process_locks[journal] = (fd, name, os.getpid())
+        return name
+
+
+def _lock_held(lock: Path) -> bool:
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    lock.unlink(missing_ok=True)  # its process is gone: the lock file goes too
+    return False
+
+
+def _writer_alive(record: Mapping[str, Any], journal: Path) -> bool:
+    if "lock" in record:
+        return _lock_held(journal / str(record["lock"]))
     if record.get("host") != socket.gethostname():
         return True  # another machine's writer: not ours to judge
     try:
@@ -208,6 +249,7 @@ class LocalWriter(ObjectWriter):
             "temp": str(self.temp.relative_to(self.store.root)),
             "pid": os.getpid(),
             "host": socket.gethostname(),
+            "lock": _process_lock(self.entry.parent),
         }
         # The journal entry exists before the temp file, so no temp file is ever untracked.
         self.entry.write_text(json.dumps(record))
