@@ -39,8 +39,3 @@ def _clean_segment(segment: str) -> str:
         digest = hashlib.sha256(segment.encode()).hexdigest()[:12]
         cleaned = f"{cleaned[: MAX_SEGMENT - 13]}-{digest}"
     return cleaned
-
-
-def join_key(*parts: str) -> str:
-    """Join already-safe parts, sanitising each again."""
-    return "/".join(sanitize_key(p) for p in parts if p)

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import secrets
@@ -319,14 +318,6 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def open_local_store(url: str, options: Mapping[str, Any]) -> LocalStore:
     return LocalStore(path_from_url(url))
-
-
-def sha256_of_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @hookimpl
