@@ -19,6 +19,21 @@ def leftovers(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.name.endswith(TEMP_SUFFIX)]
 
 
+async def kill_a_writer_midway(root: Path) -> None:
+    """A real process opens a writer on ``root``, writes, and is SIGKILLed before committing."""
+    script = (
+        "import asyncio, os, signal\n"
+        "from pathlib import Path\n"
+        "from astroingest.stores.local import LocalStore, LocalWriter\n"
+        "async def main():\n"
+        f"    w = await LocalStore(Path({str(root)!r})).open_writer('dead/a.bin')\n"
+        "    await w.write(b'x' * (LocalWriter.BUFFER + 1))\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "asyncio.run(main())\n"
+    )
+    await asyncio.to_thread(subprocess.run, [sys.executable, "-c", script], check=False)
+
+
 async def test_commit_makes_the_object_appear_whole(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "raw")
     async with await store.open_writer("src/a.bin") as writer:
@@ -83,18 +98,7 @@ async def test_read_back(tmp_path: Path) -> None:
 
 async def test_recover_removes_temp_files_of_dead_writers_only(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
-    # A real process opens a writer, writes, and is killed with SIGKILL before committing.
-    script = (
-        "import asyncio, os, signal, sys\n"
-        "from pathlib import Path\n"
-        "from astroingest.stores.local import LocalStore, LocalWriter\n"
-        "async def main():\n"
-        f"    w = await LocalStore(Path({str(tmp_path)!r})).open_writer('dead/a.bin')\n"
-        "    await w.write(b'x' * (LocalWriter.BUFFER + 1))\n"
-        "    os.kill(os.getpid(), signal.SIGKILL)\n"
-        "asyncio.run(main())\n"
-    )
-    await asyncio.to_thread(subprocess.run, [sys.executable, "-c", script], check=False)
+    await kill_a_writer_midway(tmp_path)
     assert len(leftovers(tmp_path)) == 1
     alive = await store.open_writer("alive/b.bin")  # ours, still open
     await alive.write(b"y" * (LocalWriter.BUFFER + 1))
@@ -151,17 +155,7 @@ async def test_cancelling_a_write_then_aborting_waits_for_the_disk(tmp_path: Pat
 async def test_a_dead_writer_is_recognised_even_when_its_pid_is_reused(tmp_path: Path) -> None:
     """A restarted container often gives the new run the dead run's PID: the lock decides."""
     store = LocalStore(tmp_path)
-    script = (
-        "import asyncio, os, signal\n"
-        "from pathlib import Path\n"
-        "from astroingest.stores.local import LocalStore, LocalWriter\n"
-        "async def main():\n"
-        f"    w = await LocalStore(Path({str(tmp_path)!r})).open_writer('dead/a.bin')\n"
-        "    await w.write(b'x' * (LocalWriter.BUFFER + 1))\n"
-        "    os.kill(os.getpid(), signal.SIGKILL)\n"
-        "asyncio.run(main())\n"
-    )
-    await asyncio.to_thread(subprocess.run, [sys.executable, "-c", script], check=False)
+    await kill_a_writer_midway(tmp_path)
     [entry] = list((tmp_path / JOURNAL).glob("*.json"))
     record = json.loads(entry.read_text())
     record["pid"] = os.getpid()  # as if the dead writer had had our PID
