@@ -6,7 +6,10 @@ import abc
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from astroingest._ledger import Ledger
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +56,11 @@ class Store(abc.ABC):
     url: str
 
     @abc.abstractmethod
-    async def open_writer(self, key: str) -> ObjectWriter: ...
+    async def open_writer(
+        self, key: str, *, size: int | None = None, sha256: str | None = None
+    ) -> ObjectWriter:
+        """A writer for ``key``. ``size`` and ``sha256`` are what the source published, if
+        anything: hints for part sizing and metadata, verified again at commit."""
 
     @abc.abstractmethod
     async def stat(self, key: str) -> ObjectInfo | None: ...
@@ -67,6 +74,19 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def delete(self, key: str) -> None: ...
+
+    async def object_sha256(self, key: str) -> str | None:
+        """The sha256 recorded with the object, when the store keeps one."""
+        info = await self.stat(key)
+        return info.sha256 if info else None
+
+    def bind_ledger(self, ledger: Ledger) -> None:
+        """Let the store keep resumable state (S3 multipart uploads) in the run's ledger."""
+        return None  # optional: stores without such state need nothing
+
+    async def close(self) -> None:
+        """Release connections; the store may not be used afterwards."""
+        return None  # optional: stores without connections need nothing
 
     def local_root(self) -> Path | None:
         """The directory behind this store when it is on local disk, else None."""

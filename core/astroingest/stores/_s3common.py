@@ -78,9 +78,7 @@ async def s3_client(settings: S3Settings, max_connections: int = 32) -> AsyncIte
         import aioboto3
         from botocore.config import Config as BotoConfig
     except ImportError:
-        raise StoreError(
-            "s3:// stores need the s3 extra: pip install 'astroingest[s3]'"
-        ) from None
+        raise StoreError("s3:// stores need the s3 extra: pip install 'astroingest[s3]'") from None
     session = aioboto3.Session()
     config = BotoConfig(
         retries={"max_attempts": 1, "mode": "standard"},

@@ -56,7 +56,9 @@ class LocalStore(Store):
     def local_root(self) -> Path:
         return self.root
 
-    async def open_writer(self, key: str) -> LocalWriter:
+    async def open_writer(
+        self, key: str, *, size: int | None = None, sha256: str | None = None
+    ) -> LocalWriter:
         return LocalWriter(self, key, self.path_for(key))
 
     async def stat(self, key: str) -> ObjectInfo | None:
