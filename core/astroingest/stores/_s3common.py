@@ -144,4 +144,4 @@ def _is_connection_error(error: BaseException) -> bool:
     except ImportError:  # pragma: no cover - botocore comes with the s3 extra
         return isinstance(error, OSError | TimeoutError)
     connection = (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError)
-    return isinstance(error, connection | OSError | TimeoutError)
+    return isinstance(error, (*connection, OSError, TimeoutError))

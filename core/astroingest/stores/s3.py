@@ -170,9 +170,14 @@ class S3Store(Store):
         return await self.retried(action, once)
 
     async def retried(self, action: str, once: Callable[[], Awaitable[T]]) -> T:
-        async for attempt in self.retry.attempts(f"S3 {action} on {self.url}"):
-            with attempt:
-                return await once()
+        """Retries here, not around the whole asset: refetching from the archive because
+        S3 stumbled would cost the archive for nothing. Out of retries is final."""
+        try:
+            async for attempt in self.retry.attempts(f"S3 {action} on {self.url}"):
+                with attempt:
+                    return await once()
+        except RetryableError as error:
+            raise StoreError(f"{error} (gave up after {self.retry.retries + 1} tries)") from None
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     def object_key(self, key: str) -> str:
@@ -212,9 +217,12 @@ class S3Store(Store):
 
     async def read(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
         response = await self.call("GetObject", "get_object", Key=self.object_key(key))
-        async with response["Body"] as body:
-            while chunk := await body.read(chunk_size):
+        body = response["Body"]
+        try:
+            async for chunk in body.iter_chunks(chunk_size):
                 yield chunk
+        finally:
+            body.close()
 
     async def put_bytes(self, key: str, data: bytes) -> None:
         digest = hashlib.sha256(data).digest()
@@ -237,7 +245,7 @@ class S3Store(Store):
             return 0
         stale = self.ledger.uploads_started_before(self.url, time.time() - STALE_UPLOAD_SECONDS)
         for record in stale:
-            with contextlib.suppress(StoreError, RetryableError):
+            with contextlib.suppress(StoreError):
                 await self.abort_upload(record.key, record.upload_id)
             self.ledger.upload_drop(self.url, record.key, record.upload_id)
         return len(stale)
@@ -512,7 +520,7 @@ class S3Writer(ObjectWriter):
             return
         try:
             await self.store.abort_upload(self.object_key, self._upload_id)
-        except (StoreError, RetryableError) as error:
+        except StoreError as error:
             # Kept in the ledger: the next run continues or aborts it.
             log.warning("could not abort the upload of %s: %s", self.key, error)
             return
