@@ -163,3 +163,15 @@ async def test_a_dead_writer_is_recognised_even_when_its_pid_is_reused(tmp_path:
     assert await store.recover() == 1
     assert leftovers(tmp_path) == []
     assert list((tmp_path / JOURNAL).glob("*.lock")) == []
+
+
+async def test_list_skips_unfinished_writers_and_journal(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    await store.put_bytes("ckpt/step-2.pt", b"22")
+    await store.put_bytes("ckpt/step-1.pt", b"1")
+    await store.put_bytes("other.npy", b"o")
+    pending = await store.open_writer("ckpt/step-3.pt")
+    await pending.write(b"x" * (LocalWriter.BUFFER + 1))  # a temp file and a journal entry exist
+    listed = [(i.key, i.size) async for i in store.list("ckpt/")]
+    await pending.abort()
+    assert listed == [("ckpt/step-1.pt", 1), ("ckpt/step-2.pt", 2)]

@@ -334,3 +334,15 @@ def test_part_size_grows_so_5_tib_fits_in_10000_parts() -> None:
     known = 5 * 1024**4
     assert -(-known // part_size_for(known, base, 1)) <= 10_000
     assert part_size_for(100, base, 1) == base
+
+
+async def test_list_pages_through_keys_under_a_prefix(store: S3Store, s3: MotoServer) -> None:
+    client = s3.client()
+    for i in range(1005):  # more than one page of 1,000
+        client.put_object(Bucket=BUCKET, Key=f"raw/ckpt/{i:05d}.pt", Body=b"x" * (i % 3))
+    client.put_object(Bucket=BUCKET, Key="raw/other/a.npy", Body=b"y")
+    client.put_object(Bucket=BUCKET, Key="elsewhere/b.npy", Body=b"z")
+    found = [info async for info in store.list("ckpt/")]
+    assert len(found) == 1005
+    assert found[0].key == "ckpt/00000.pt" and found[2].size == 2
+    assert [i.key async for i in store.list("other/")] == ["other/a.npy"]

@@ -69,6 +69,10 @@ class Store(abc.ABC):
     def read(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]: ...
 
     @abc.abstractmethod
+    def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, in key order."""
+
+    @abc.abstractmethod
     async def put_bytes(self, key: str, data: bytes) -> None:
         """Write a small object (a report, a manifest) atomically."""
 

@@ -74,6 +74,21 @@ class LocalStore(Store):
             while chunk := await f.read(chunk_size):
                 yield chunk
 
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        for key, size in await asyncio.to_thread(self._list, prefix):
+            yield ObjectInfo(key, size)
+
+    def _list(self, prefix: str) -> list[tuple[str, int]]:
+        found: list[tuple[str, int]] = []
+        for path in self.root.rglob("*"):
+            relative = path.relative_to(self.root)
+            if JOURNAL in relative.parts or path.name.endswith(TEMP_SUFFIX):
+                continue
+            key = relative.as_posix()
+            if key.startswith(prefix) and path.is_file():
+                found.append((key, path.stat().st_size))
+        return sorted(found)
+
     async def put_bytes(self, key: str, data: bytes) -> None:
         writer = await self.open_writer(key)
         async with writer:

@@ -224,6 +224,20 @@ class S3Store(Store):
         finally:
             body.close()
 
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        token: str | None = None
+        while True:
+            extra = {"ContinuationToken": token} if token else {}
+            page = await self.call(
+                "ListObjectsV2", "list_objects_v2", Prefix=self.location.key(prefix), **extra
+            )
+            for item in page.get("Contents", []):
+                key = item["Key"][len(self.location.prefix) :]
+                yield ObjectInfo(key, int(item["Size"]))
+            if not page.get("IsTruncated"):
+                return
+            token = page["NextContinuationToken"]
+
     async def put_bytes(self, key: str, data: bytes) -> None:
         digest = hashlib.sha256(data).digest()
         await self.call(
