@@ -26,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(ROOT))
-from _common import archive_process, run_measured
+from _common import archive_process, run_measured  # noqa: E402
 
-from tests.s3server import CREDENTIALS, MotoServer
+from tests.s3server import CREDENTIALS, MotoServer  # noqa: E402
 
 MIB = 1024 * 1024
 BUCKET = "bench-upload"
