@@ -30,14 +30,21 @@ class Stats:
         """The summary of one batch (a numpy array of any shape)."""
         import numpy as np
 
-        flat = np.asarray(values, dtype=np.float64).ravel()
-        finite = flat[np.isfinite(flat)]
-        nans = int(flat.size - finite.size)
-        if finite.size == 0:
+        flat = np.asarray(values).ravel()
+        nans = 0
+        if flat.dtype.kind == "f":
+            finite = np.isfinite(flat)
+            nans = int(flat.size - np.count_nonzero(finite))
+            if nans:
+                flat = flat[finite]
+        if flat.size == 0:
             return cls(nan_count=nans)
-        mean = float(finite.mean())
-        m2 = float(((finite - mean) ** 2).sum())
-        return cls(int(finite.size), mean, m2, float(finite.min()), float(finite.max()), nans)
+        # One float64 temporary: the deviations, squared and summed by a dot product.
+        mean = float(flat.mean(dtype=np.float64))
+        deviations = flat.astype(np.float64)
+        deviations -= mean
+        m2 = float(np.dot(deviations, deviations))
+        return cls(int(flat.size), mean, m2, float(flat.min()), float(flat.max()), nans)
 
     def merge(self, other: Stats) -> Stats:
         if other.count == 0:
