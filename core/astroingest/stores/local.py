@@ -8,6 +8,7 @@ the whole tree.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import errno
 import fcntl
@@ -78,8 +79,8 @@ class LocalStore(Store):
         for key, size in await asyncio.to_thread(self._list, prefix):
             yield ObjectInfo(key, size)
 
-    def _list(self, prefix: str) -> list[tuple[str, int]]:
-        found: list[tuple[str, int]] = []
+    def _list(self, prefix: str) -> builtins.list[tuple[str, int]]:
+        found: builtins.list[tuple[str, int]] = []
         for path in self.root.rglob("*"):
             relative = path.relative_to(self.root)
             if JOURNAL in relative.parts or path.name.endswith(TEMP_SUFFIX):

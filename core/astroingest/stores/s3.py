@@ -227,7 +227,7 @@ class S3Store(Store):
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         token: str | None = None
         while True:
-            extra = {"ContinuationToken": token} if token else {}
+            extra: dict[str, Any] = {"ContinuationToken": token} if token else {}
             page = await self.call(
                 "ListObjectsV2", "list_objects_v2", Prefix=self.location.key(prefix), **extra
             )
