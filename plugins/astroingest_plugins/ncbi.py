@@ -24,6 +24,7 @@ from urllib.parse import urlencode, urlsplit
 from weakref import WeakKeyDictionary
 from xml.parsers import expat
 
+import httpx
 from pydantic import Field, field_validator, model_validator
 
 from astroingest import (
@@ -41,6 +42,7 @@ from astroingest import (
     hookimpl,
 )
 from astroingest._hosts import HostBudgets, RateLimiter
+from astroingest.doctor import CheckResult, DoctorCheck, DoctorContext
 from astroingest_plugins.hosts import PUBLISHED_LIMITS
 
 DEFAULT_BASE_URL = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils"
@@ -599,4 +601,59 @@ def astroingest_source_types() -> list[SourceType[Any]]:
     ]
 
 
-__all__ = ["EutilsConfig", "astroingest_source_types", "plan"]
+async def check_api_keys(ctx: DoctorContext) -> list[CheckResult]:
+    """``astroingest doctor``: each NCBI source's api_key; with --online, does NCBI take it."""
+    results = []
+    asked: dict[tuple[str, str], CheckResult] = {}  # one request per key and host
+    for source in ctx.sources("ncbi.eutils"):
+        config = source.config
+        assert isinstance(config, EutilsConfig)
+        if not config.api_key:
+            result = CheckResult.passed("no api_key: 3 requests/s (10 with a key)")
+        elif not ctx.online:
+            result = CheckResult.passed("api_key set (--online asks NCBI whether it takes it)")
+        else:
+            base = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
+            if (base, config.api_key) not in asked:
+                asked[base, config.api_key] = await _key_accepted(ctx, base, config)
+            result = asked[base, config.api_key]
+        results.append(replace(result, subject=source.name))
+    return results
+
+
+async def _key_accepted(ctx: DoctorContext, base: str, config: EutilsConfig) -> CheckResult:
+    """One esearch that returns no ids: NCBI answers 400 "API key invalid" for a bad key."""
+    form = {"db": config.db, "term": config.term, "retmax": "0", **_identity(config)}
+    try:
+        response = await ctx.client.post(f"{base}/esearch.fcgi", data=form)
+    except httpx.HTTPError as error:
+        return CheckResult.failed(
+            f"NCBI did not answer ({type(error).__name__})", "check the network and base_url"
+        )
+    if response.status_code == 200:
+        return CheckResult.passed("api_key accepted by NCBI")
+    reason = _error_field(response.content)  # the body repeats the key: only this field
+    if response.status_code in (400, 401, 403) and "api key" in reason.lower():
+        return CheckResult.failed(
+            f"NCBI refused the api_key ({reason})",
+            "set a current key (NCBI account settings, API Key Management)",
+        )
+    detail = f"NCBI answered HTTP {response.status_code}" + (f" ({reason})" if reason else "")
+    return CheckResult.failed(detail, "try again later; if it persists, check base_url")
+
+
+def _error_field(body: bytes) -> str:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return ""
+    error = document.get("error") if isinstance(document, dict) else None
+    return str(error)[:200] if isinstance(error, str) else ""
+
+
+@hookimpl
+def astroingest_doctor_checks() -> list[DoctorCheck]:
+    return [DoctorCheck("ncbi api_key", check_api_keys, "NCBI E-utilities API keys")]
+
+
+__all__ = ["EutilsConfig", "astroingest_doctor_checks", "astroingest_source_types", "plan"]

@@ -40,3 +40,27 @@ def test_two_processes_write_concurrently(tmp_path: Path) -> None:
     ]
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
     assert len(Ledger(path).records("src")) == 600
+
+
+def test_merge_takes_newer_records_and_keeps_newer_own(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from astroingest._ledger import BackupRecord
+
+    ours, theirs = Ledger(tmp_path / "ours.sqlite"), Ledger(tmp_path / "theirs.sqlite")
+    ours.put_sync(replace(record("a"), stored_at="2026-01-02", sha256="ours-a"))
+    ours.put_sync(replace(record("b"), stored_at="2026-01-01", sha256="ours-b"))
+    theirs.put_sync(replace(record("a"), stored_at="2026-01-01", sha256="theirs-a"))  # older
+    theirs.put_sync(replace(record("b"), stored_at="2026-01-03", sha256="theirs-b"))  # newer
+    theirs.put_sync(replace(record("c"), stored_at="2026-01-01", sha256="theirs-c"))  # new
+    copy = BackupRecord("src", "c", "s3://backup", "theirs-c", 1, "raw/src/c", None, "2026-01-04")
+    theirs.backup_put(copy)
+    theirs.close()
+    assert ours.merge_from(tmp_path / "theirs.sqlite") == 3
+    assert {r.key: r.sha256 for r in ours.records()} == {
+        "a": "ours-a",
+        "b": "theirs-b",
+        "c": "theirs-c",
+    }
+    assert ours.backups("s3://backup") == [copy]
+    ours.close()
