@@ -79,7 +79,9 @@ def write_body(path: Path, size: int) -> None:
             block = block[1:] + block[:1]  # not one repeated MiB: no dedup anywhere
 
 
-def sources_toml(directory: Path, endpoint: str, url: str, prefix: str) -> Path:
+def sources_toml(
+    directory: Path, endpoint: str, url: str, prefix: str, part_mib: int, parts: int
+) -> Path:
     path = directory / f"{prefix}.toml"
     path.write_text(
         textwrap.dedent(
@@ -88,6 +90,8 @@ def sources_toml(directory: Path, endpoint: str, url: str, prefix: str) -> Path:
             raw = "s3://{BUCKET}/{prefix}"
             logs = "{(directory / "logs").as_uri()}"
             endpoint_url = "{endpoint}"
+            part_size = {part_mib * MIB}
+            parts_in_flight = {parts}
 
             [sources.bench]
             plugin = "http"
@@ -116,6 +120,8 @@ def empty_bucket(server: MotoServer) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="256,1024", help="body sizes in MiB")
+    parser.add_argument("--part-mib", type=int, default=8, help="astroingest's part_size")
+    parser.add_argument("--parts", type=int, default=8, help="astroingest's parts_in_flight")
     args = parser.parse_args()
     os.environ.update(CREDENTIALS)
     python = sys.executable
@@ -133,7 +139,9 @@ def main() -> None:
                 print(f"{mib} MiB body, moto at {server.endpoint}")
                 with archive_process(root / "www") as base:
                     url = f"{base}/body.bin"
-                    toml = sources_toml(root, server.endpoint, url, f"ours{mib}")
+                    toml = sources_toml(
+                        root, server.endpoint, url, f"ours{mib}", args.part_mib, args.parts
+                    )
                     ours, rss = measure(
                         "astroingest run (stream)",
                         [python, "-m", "astroingest", "run", "--sources", str(toml)],

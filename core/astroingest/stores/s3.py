@@ -103,7 +103,7 @@ class S3Store(Store):
         settings: S3Settings,
         *,
         part_size: int = DEFAULT_PART,
-        parts_in_flight: int = 4,
+        parts_in_flight: int = 8,
         retry: RetryPolicy | None = None,
     ) -> None:
         if not MIN_PART <= part_size <= MAX_PART:
@@ -566,7 +566,7 @@ def open_s3_store(url: str, options: Mapping[str, Any]) -> S3Store:
         S3Location.parse(url),
         S3Settings.from_options(options),
         part_size=int(options.get("part_size") or DEFAULT_PART),
-        parts_in_flight=int(options.get("parts_in_flight") or 4),
+        parts_in_flight=int(options.get("parts_in_flight") or 8),
         retry=retry,
     )
 
