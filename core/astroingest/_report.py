@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-AssetStatus = Literal["stored", "unchanged", "failed", "quarantined", "planned"]
+# skipped: not started because a budget guard (max_bytes, max_assets) was reached
+AssetStatus = Literal["stored", "unchanged", "failed", "quarantined", "planned", "skipped"]
 RunStatus = Literal["ok", "failed", "cancelled", "dry-run"]
 
 
@@ -17,7 +18,9 @@ def now_iso() -> str:
 
 
 def new_run_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    """Time-ordered to the millisecond, so reports sort by name even for runs a second apart."""
+    now = datetime.now(UTC)
+    return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z-" + secrets.token_hex(3)
 
 
 @dataclass(slots=True)
@@ -41,6 +44,7 @@ class Totals:
     unchanged: int = 0
     failed: int = 0
     quarantined: int = 0
+    skipped: int = 0
     bytes: int = 0
 
 
@@ -57,7 +61,7 @@ class RunReport:
 
     def add(self, result: AssetResult) -> None:
         self.assets.append(result)
-        if result.status in ("stored", "unchanged", "failed", "quarantined"):
+        if result.status in ("stored", "unchanged", "failed", "quarantined", "skipped"):
             setattr(self.totals, result.status, getattr(self.totals, result.status) + 1)
         if result.status == "stored" and result.size:
             self.totals.bytes += result.size
@@ -68,7 +72,8 @@ class RunReport:
 
     @property
     def clean(self) -> bool:
-        return self.totals.failed == 0 and self.totals.quarantined == 0
+        totals = self.totals
+        return totals.failed == 0 and totals.quarantined == 0 and totals.skipped == 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"

@@ -189,8 +189,9 @@ async def test_memory_stays_bounded_by_parts_in_flight(store: S3Store, s3: MotoS
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # (2 in flight + 1 filling) parts and a small constant, whatever the object's size.
-    assert peak < (2 + 1) * PART + 3 * MiB, f"peak {peak / MiB:.1f} MiB"
+    # (2 in flight + 1 filling) parts and a small constant, whatever the object's size
+    # (tracemalloc counts the whole process: other tests' server threads add a little).
+    assert peak < (2 + 1) * PART + 6 * MiB < size / 2, f"peak {peak / MiB:.1f} MiB"
 
 
 async def test_failed_parts_are_retried(s3: MotoServer) -> None:
