@@ -7,17 +7,20 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from astroingest._bucket_settings import BucketSettings
+from astroingest._budget import parse_size
 from astroingest._exceptions import ConfigError
 from astroingest._hosts import HostOverride
 from astroingest._interpolate import UndefinedVariable, environment_for, interpolate
 from astroingest._plugins import Host
 from astroingest._sources import SourceConfig, SourceType
+from astroingest.cubes._spec import CubeSpec
 
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 SECRET_FIELD = re.compile(
@@ -35,8 +38,21 @@ class StoreSettings(_Strict):
     cubes: str = f"file://{DEFAULT_DATA_DIR}/cubes"
     logs: str = f"file://{DEFAULT_DATA_DIR}/logs"
     quarantine: str | None = None  # default: <logs>/quarantine, never under raw
+    backup: str | None = None  # `astroingest backup` copies raw here; never under raw
     endpoint_url: str | None = None
     region: str | None = None
+    # S3 multipart: memory per object stays under (parts_in_flight + 1) x part_size.
+    part_size: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024, le=5 * 1024**3)
+    parts_in_flight: int = Field(default=8, ge=1, le=64)
+
+    def connection_options(self) -> dict[str, Any]:
+        """What a store needs besides its URL (never credentials: those come from AWS's chain)."""
+        return {
+            "endpoint_url": self.endpoint_url,
+            "region": self.region,
+            "part_size": self.part_size,
+            "parts_in_flight": self.parts_in_flight,
+        }
 
 
 class Defaults(_Strict):
@@ -50,6 +66,16 @@ class Defaults(_Strict):
     max_backoff: float = Field(default=60, ge=0.01, le=3600)
     host_connections: int = Field(default=8, ge=1, le=256)
     host_rate: float | None = Field(default=None, gt=0, le=1000)
+    # Unattended runs: guards per run ("10 GiB" works too), log format, dry-run cost price.
+    max_bytes: int | None = Field(default=None, ge=1)
+    max_assets: int | None = Field(default=None, ge=1)
+    log_format: Literal["text", "json"] = "text"  # json applies when stdout is not a terminal
+    storage_price_per_gb_month: float = Field(default=0.023, ge=0, le=1000)  # USD: S3 Standard
+
+    @field_validator("max_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> object:
+        return parse_size(value)
 
 
 class HostSettings(_Strict):
@@ -62,6 +88,8 @@ class _Root(_Strict):
     defaults: Defaults = Defaults()
     hosts: dict[str, HostSettings] = {}
     sources: dict[str, dict[str, Any]] = {}
+    buckets: BucketSettings | None = None
+    cubes: dict[str, dict[str, Any]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +107,8 @@ class Config:
     hosts: dict[str, HostOverride]
     sources: dict[str, Source]
     secrets: frozenset[str] = field(default_factory=frozenset)
+    buckets: BucketSettings | None = None  # None: no [buckets] table
+    cubes: dict[str, CubeSpec] = field(default_factory=dict)
 
     @property
     def directory(self) -> Path:
@@ -89,8 +119,11 @@ class Config:
         return self.store.quarantine or self.store.logs.rstrip("/") + "/quarantine"
 
 
-def load_config(path: Path, host: Host) -> Config:
-    """Read and validate ``path``; every problem is a ConfigError with one line of text."""
+def load_config(path: Path, host: Host, *, keep_undefined: bool = False) -> Config:
+    """Read and validate ``path``; every problem is a ConfigError with one line of text.
+
+    ``keep_undefined`` leaves undefined ``${VAR}`` as written (``doctor`` names them).
+    """
     label = path.name
     try:
         text = path.read_text(encoding="utf-8")
@@ -108,7 +141,8 @@ def load_config(path: Path, host: Host) -> Config:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{label}: cannot read {path.parent / '.env'}: {error}") from None
     try:
-        data = interpolate(data, env, secrets, lenient=_disabled(data))
+        lenient = frozenset({()}) if keep_undefined else _disabled(data)
+        data = interpolate(data, env, secrets, lenient=lenient)
     except UndefinedVariable as error:
         raise ConfigError(
             f"{label}: {_where(error.where)}: undefined variable ${{{error.name}}} "
@@ -122,6 +156,7 @@ def load_config(path: Path, host: Host) -> Config:
     try:
         store = _resolve_store(label, root.store, path.parent, host)
         sources = _resolve_sources(label, text, root.sources, host, secrets)
+        cubes = _resolve_cubes(label, text, root.cubes, sources, host)
     except ConfigError as error:
         # The redactor does not know this file's secrets yet: scrub the message here.
         message = str(error)
@@ -130,7 +165,16 @@ def load_config(path: Path, host: Host) -> Config:
                 message = message.replace(secret, "***")
         raise ConfigError(message) from None
     hosts = {name: HostOverride(name, h.connections, h.rate) for name, h in root.hosts.items()}
-    return Config(path, store, root.defaults, hosts, sources, frozenset(secrets))
+    return Config(
+        path,
+        store,
+        root.defaults,
+        hosts,
+        sources,
+        frozenset(secrets),
+        buckets=root.buckets,
+        cubes=cubes,
+    )
 
 
 def _disabled(data: Mapping[str, Any]) -> frozenset[tuple[str | int, ...]]:
@@ -188,6 +232,42 @@ def _resolve_sources(
     return sources
 
 
+def _resolve_cubes(
+    label: str,
+    text: str,
+    tables: Mapping[str, dict[str, Any]],
+    sources: Mapping[str, Source],
+    host: Host,
+) -> dict[str, CubeSpec]:
+    converters = host.converters()
+    cubes: dict[str, CubeSpec] = {}
+    for name, table in tables.items():
+        where = f"[cubes.{name}]"
+        if not SOURCE_NAME.match(name):
+            raise ConfigError(
+                f"{label}: {where}: cube names are 1-63 letters, digits, '-' or '_', "
+                "starting with a letter or digit"
+            )
+        try:
+            spec = CubeSpec.model_validate(table)
+        except PydanticValidationError as error:
+            raise ConfigError(_pydantic_line(label, text, ("cubes", name), error)) from None
+        unknown = [s for s in spec.from_ if s not in sources]
+        if unknown:
+            raise ConfigError(
+                f"{label}: {where} from: no source named {unknown[0]!r} "
+                f"(known: {', '.join(sources) or 'none'})"
+            )
+        if spec.converter not in converters:
+            known = ", ".join(sorted(converters)) or "none"
+            raise ConfigError(
+                f"{label}: {where} converter: unknown converter {spec.converter!r} "
+                f"(known: {known})"
+            )
+        cubes[name] = spec
+    return cubes
+
+
 def _secret_values(config: BaseModel) -> set[str]:
     """Values of keys named like secrets (token, password, Authorization…), at any depth."""
     found: set[str] = set()
@@ -215,7 +295,7 @@ def _secret_values(config: BaseModel) -> set[str]:
 def _resolve_store(label: str, settings: StoreSettings, base: Path, host: Host) -> StoreSettings:
     schemes = host.stores()
     resolved: dict[str, str | None] = {}
-    for role in ("raw", "cubes", "logs", "quarantine"):
+    for role in ("raw", "cubes", "logs", "quarantine", "backup"):
         url = getattr(settings, role)
         resolved[role] = None if url is None else _resolve_url(label, role, url, base, schemes)
     if settings.endpoint_url is not None and not settings.endpoint_url.startswith(
@@ -230,6 +310,11 @@ def _resolve_store(label: str, settings: StoreSettings, base: Path, host: Host) 
                 f"{label}: [store] {role}: must not be the raw store or overlap it "
                 "(quarantined pages would land among the data)"
             )
+    if resolved["backup"] and _nested(raw, resolved["backup"]):
+        raise ConfigError(
+            f"{label}: [store] backup: must not be the raw store or overlap it "
+            "(a backup inside the data it backs up is no backup)"
+        )
     return settings.model_copy(update=resolved)
 
 
@@ -274,7 +359,7 @@ def _toml_line(label: str, text: str, error: tomllib.TOMLDecodeError) -> str:
 def _where(loc: tuple[str | int, ...]) -> str:
     if not loc:
         return "(top level)"
-    head = [str(p) for p in loc[:2]] if loc[0] == "sources" else [str(loc[0])]
+    head = [str(p) for p in loc[:2]] if loc[0] in ("sources", "cubes") else [str(loc[0])]
     table = "[" + ".".join(head) + "]"
     rest = ".".join(str(p) for p in loc[len(head) :])
     return f"{table} {rest}".strip()

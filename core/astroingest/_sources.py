@@ -12,8 +12,10 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from astroingest._assets import Asset
+from astroingest._budget import parse_size
 from astroingest._hosts import HostLimit, RateLimiter
 from astroingest._http import PoliteClient
+from astroingest._schedule import check_cron
 
 
 def check_http_url(value: str) -> str:
@@ -37,11 +39,23 @@ class SourceConfig(BaseModel):
     enabled: bool = True
     schedule: str | None = None
     min_quality: float | None = Field(default=None, ge=0, le=1)
+    max_bytes: int | None = Field(default=None, ge=1)  # per run; "10 GiB" works too
+    max_assets: int | None = Field(default=None, ge=1)  # per run
 
     @field_validator("base_url")
     @classmethod
     def _http_base_url(cls, value: str | None) -> str | None:
         return None if value is None else check_http_url(value)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron_schedule(cls, value: str | None) -> str | None:
+        return None if value is None else check_cron(value)
+
+    @field_validator("max_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> object:
+        return parse_size(value)
 
 
 ConfigT = TypeVar("ConfigT", bound=SourceConfig)

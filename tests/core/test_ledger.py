@@ -55,12 +55,15 @@ def test_merge_takes_newer_records_and_keeps_newer_own(tmp_path: Path) -> None:
     theirs.put_sync(replace(record("c"), stored_at="2026-01-01", sha256="theirs-c"))  # new
     copy = BackupRecord("src", "c", "s3://backup", "theirs-c", 1, "raw/src/c", None, "2026-01-04")
     theirs.backup_put(copy)
+    ours.source_succeeded("src", "2026-01-05T00:00:00Z", "r-ours")
+    theirs.source_succeeded("src", "2026-01-06T00:00:00Z", "r-theirs")
     theirs.close()
-    assert ours.merge_from(tmp_path / "theirs.sqlite") == 3
+    assert ours.merge_from(tmp_path / "theirs.sqlite") == 4
     assert {r.key: r.sha256 for r in ours.records()} == {
         "a": "ours-a",
         "b": "theirs-b",
         "c": "theirs-c",
     }
     assert ours.backups("s3://backup") == [copy]
+    assert ours.last_successes() == {"src": "2026-01-06T00:00:00Z"}
     ours.close()

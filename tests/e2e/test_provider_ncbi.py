@@ -91,6 +91,7 @@ def test_pubmed_search_lands_in_batches_and_reruns_unchanged(tmp_path: Path) -> 
         "unchanged": 0,
         "failed": 0,
         "quarantined": 0,
+        "skipped": 0,
         "bytes": 2 * len(ARTICLES),
     }
     by_key = {a["key"].split("/", 1)[1]: a for a in one["assets"]}

@@ -65,6 +65,7 @@ urls = {json.dumps(urls)}
             "unchanged": 0,
             "failed": 0,
             "quarantined": 0,
+            "skipped": 0,
             "bytes": len(CSV) + len(FITS) + len(JSON),
         }
         by_key = {a["key"]: a for a in report["assets"]}
