@@ -54,8 +54,8 @@ url, endpoint, steps = sys.argv[1], sys.argv[2] or None, int(sys.argv[3])
 CHUNK = int(sys.argv[4])
 location = CubeLocation(url, endpoint_url=endpoint)
 with CubeWriter(location, "bench", "grid", Layout("time", chunks={"time": CHUNK})) as writer:
-    for start in range(0, steps, 64):
-        n = min(64, steps - start)
+    for start in range(0, steps, 16 * CHUNK):  # what the grid converter hands over (64 MiB)
+        n = min(16 * CHUNK, steps - start)
         writer.append(Batch({"t2m": Array(("time", "y", "x"), field(start, n))}))
     assert writer.commit({"bench/in": "0"}, {}) is not None
 """

@@ -25,6 +25,9 @@ from astroingest.cubes._stats import Stats
 MiB = 1024 * 1024
 TARGET_CHUNK = 4 * MiB  # training reads whole chunks: 1-16 MiB keeps S3 requests efficient
 MAX_CHUNK = 16 * MiB
+# What a converter hands over per append: 16 chunks that zarr writes concurrently (on S3
+# latency, not bandwidth, limits one chunk at a time), and what bounds memory.
+BATCH_BYTES = 16 * TARGET_CHUNK
 
 
 class CubeError(AstroingestError):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from astroingest.cubes._converters import ConverterType, ConvertInput
-from astroingest.cubes._writer import TARGET_CHUNK, Array, Batch, CubeError, CubeWriter
+from astroingest.cubes._writer import BATCH_BYTES, Array, Batch, CubeError, CubeWriter
 
 # Encoding details xarray has already applied (mask and scale): not attributes of the data.
 _ENCODING_ATTRS = frozenset(
@@ -64,12 +64,12 @@ def _variables(item: ConvertInput, dataset: Any, dim: str) -> list[str]:
 
 
 def _steps_per_batch(dataset: Any, names: list[str], dim: str) -> int:
-    """About one chunk's worth of steps per variable in memory at a time."""
+    """About BATCH_BYTES of steps per variable in memory at a time."""
     per_step = max(
         dataset[n].dtype.itemsize * math.prod(s for d, s in dataset[n].sizes.items() if d != dim)
         for n in names
     )
-    return max(1, TARGET_CHUNK // max(int(per_step), 1))
+    return max(1, BATCH_BYTES // max(int(per_step), 1))
 
 
 def _batch(part: Any, names: list[str], dim: str) -> Batch:
