@@ -6,22 +6,24 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from astroingest import _version
+from astroingest import _schedule, _version
 from astroingest._assets import Asset, Conditions, Download
+from astroingest._budget import Ticket, budget_for
 from astroingest._checksums import Digests
 from astroingest._config import Config, Source
 from astroingest._exceptions import ConfigError, FetchError, IntegrityError, StoreError
 from astroingest._hosts import HostBudgets, HostLimit, RateLimiter, merge_limits
 from astroingest._http import PoliteClient, Timeouts, make_client, redact_url
 from astroingest._keys import sanitize_key
-from astroingest._ledger import Ledger, LedgerRecord, ledger_path
+from astroingest._ledger import Ledger, LedgerRecord
+from astroingest._ledger_sync import open_ledger, push_ledger
 from astroingest._plugins import Host
 from astroingest._progress import ProgressSink
 from astroingest._redact import Redactor
@@ -39,6 +41,20 @@ log = logging.getLogger("astroingest")
 class RunOptions:
     only: Sequence[str] = ()
     dry_run: bool = False
+
+
+class Executor(Protocol):
+    """Where transfers run when not on the engine's own loop (``--executor dask``)."""
+
+    def session(self, budgets: HostBudgets) -> AbstractAsyncContextManager[HostBudgets]:
+        """Held around a run that fetches; yields the budgets all its requests must use."""
+        ...
+
+    async def fetch(
+        self, fetcher: _Fetcher, source: Source, asset: Asset, ctx: PlanContext, seen: set[str]
+    ) -> AssetResult:
+        """What ``_Fetcher._fetch`` does, elsewhere; ledger records go to ``fetcher.ledger``."""
+        ...
 
 
 @dataclass(slots=True)
@@ -71,19 +87,31 @@ def select_sources(config: Config, only: Sequence[str]) -> list[Source]:
 
 class Engine:
     def __init__(
-        self, config: Config, host: Host, progress: ProgressSink, redactor: Redactor
+        self,
+        config: Config,
+        host: Host,
+        progress: ProgressSink,
+        redactor: Redactor,
+        executor: Executor | None = None,
     ) -> None:
         self.config = config
         self.host = host
         self.progress = progress
         self.redact = redactor
+        self.executor = executor
         defaults = config.defaults
         self.retry = RetryPolicy(defaults.retries, defaults.backoff, defaults.max_backoff)
         self.timeouts = Timeouts(defaults.connect_timeout, defaults.read_timeout)
 
     def open_store(self, url: str) -> Store:
         scheme = url.split("://", 1)[0]
-        options = self.config.store.model_dump(exclude={"raw", "cubes", "logs", "quarantine"})
+        defaults = self.config.defaults
+        options = {
+            **self.config.store.connection_options(),
+            "retries": defaults.retries,
+            "backoff": defaults.backoff,
+            "max_backoff": defaults.max_backoff,
+        }
         return self.host.stores()[scheme].open(url, options)
 
     async def run(self, options: RunOptions) -> RunReport:
@@ -99,7 +127,10 @@ class Engine:
             merge_limits(self.host.host_limits(), self.config.hosts, default),
             user_hosts=self.config.hosts,
         )
-        async with make_client(self.timeouts, self.config.defaults.concurrency * 2) as client:
+        async with (
+            self._session(budgets, options) as budgets,
+            make_client(self.timeouts, self.config.defaults.concurrency * 2) as client,
+        ):
             polite = PoliteClient(client, budgets, self.retry)
             if options.dry_run:
                 await self._plan_only(sources, polite, report)
@@ -108,24 +139,65 @@ class Engine:
             await self._run(sources, polite, report)
         return report
 
+    def _session(
+        self, budgets: HostBudgets, options: RunOptions
+    ) -> AbstractAsyncContextManager[HostBudgets]:
+        if self.executor is None or options.dry_run:
+            return nullcontext(budgets)
+        return self.executor.session(budgets)
+
     async def _run(self, sources: list[Source], client: PoliteClient, report: RunReport) -> None:
+        raw = self.open_store(self.config.store.raw)
+        quarantine = self.open_store(self.config.quarantine_url)
+        logs = self.open_store(self.config.store.logs)
         try:
-            raw = self.open_store(self.config.store.raw)
-            quarantine = self.open_store(self.config.quarantine_url)
-            logs = self.open_store(self.config.store.logs)
+            ledger = await self._open_ledger(raw, quarantine, logs)
+            try:
+                await self._fetch(sources, client, report, raw, quarantine, ledger)
+            finally:
+                # Shielded: a second Ctrl-C must not leave the report half-written.
+                await asyncio.shield(self._write_back(report, logs, ledger))
+        finally:
             for store in (raw, quarantine, logs):
+                await store.close()
+
+    async def _open_ledger(self, raw: Store, quarantine: Store, logs: Store) -> Ledger:
+        try:
+            ledger = await open_ledger(logs)
+        except (OSError, sqlite3.Error) as error:
+            raise StoreError(f"cannot use the ledger: {error}") from None
+        try:
+            for store in (raw, quarantine, logs):
+                store.bind_ledger(ledger)
                 if removed := await store.recover():
                     log.info(
                         "removed %d partial objects left by an interrupted run in %s",
                         removed,
                         store.url,
                     )
-            ledger = Ledger(ledger_path(logs.local_root(), logs.url))
         except (OSError, sqlite3.Error) as error:
+            ledger.close()
             raise StoreError(f"cannot use the store: {error}") from None
+        except BaseException:
+            ledger.close()
+            raise
+        return ledger
+
+    async def _fetch(
+        self,
+        sources: list[Source],
+        client: PoliteClient,
+        report: RunReport,
+        raw: Store,
+        quarantine: Store,
+        ledger: Ledger,
+    ) -> None:
         fetcher = _Fetcher(self, client, raw, quarantine, ledger, report.run_id)
         try:
+            started = _schedule.now()  # the schedules' clock, for `run --due`
             await fetcher.fetch_all(sources, report)
+            ran = [source.name for source in sources]
+            await asyncio.to_thread(_schedule.record_successes, ledger, report, ran, started)
             report.finish("ok" if report.clean else "failed")
         except asyncio.CancelledError:
             report.finish("cancelled")
@@ -133,12 +205,13 @@ class Engine:
         except BaseException:
             report.finish("failed")
             raise
+
+    async def _write_back(self, report: RunReport, logs: Store, ledger: Ledger) -> None:
+        try:
+            await push_ledger(logs, ledger)
         finally:
             ledger.close()
-            # Shielded: a second Ctrl-C must not leave the report half-written.
-            await asyncio.shield(
-                logs.put_bytes(f"runs/{report.run_id}.json", report.to_json().encode())
-            )
+            await logs.put_bytes(f"runs/{report.run_id}.json", report.to_json().encode())
 
     async def _plan_only(
         self, sources: list[Source], client: PoliteClient, report: RunReport
@@ -177,8 +250,8 @@ class Engine:
 
     def _store_dirs(self) -> tuple[Path, ...]:
         store = self.config.store
-        urls = (store.raw, store.cubes, store.logs, self.config.quarantine_url)
-        return tuple(path_from_url(url) for url in urls if url.startswith("file://"))
+        urls = (store.raw, store.cubes, store.logs, self.config.quarantine_url, store.backup)
+        return tuple(path_from_url(u) for u in urls if u and u.startswith("file://"))
 
     async def finish_source(self, ctx: PlanContext) -> None:
         for finalizer in ctx.finalizers:
@@ -232,6 +305,7 @@ class _Fetcher:
         self.run_id = run_id
         self.slots = asyncio.Semaphore(engine.config.defaults.concurrency)
         self.validators = list(engine.host.validators().values())
+        self.budget = budget_for(engine.config)
 
     async def fetch_all(self, sources: list[Source], report: RunReport) -> None:
         async with asyncio.TaskGroup() as group:
@@ -250,7 +324,16 @@ class _Fetcher:
                 self.engine.progress.planned()
                 await own.acquire()
                 await self.slots.acquire()
-                tasks.append(group.create_task(self._one(source, asset, ctx, seen, report, own)))
+                # Judged only now, with a slot in hand: what is in flight has been counted.
+                ticket = await self.budget.admit(source.name, asset.size)
+                if isinstance(ticket, str):
+                    self.slots.release()
+                    own.release()
+                    self._skip(source, asset, ticket, report)
+                    continue
+                tasks.append(
+                    group.create_task(self._one(source, asset, ctx, seen, report, own, ticket))
+                )
         except Exception as error:
             result = self.engine._plan_failure(source, error)
             report.add(result)
@@ -270,15 +353,33 @@ class _Fetcher:
         seen: set[str],
         report: RunReport,
         own: asyncio.Semaphore,
+        ticket: Ticket,
     ) -> None:
         try:
-            result = await self._fetch(source, asset, ctx, seen)
+            with self.budget.tracking(ticket):
+                result = await self._transfer(source, asset, ctx, seen)
         finally:
             self.slots.release()
             own.release()
+        await self.budget.settle(ticket, result)
         result.provenance = self.engine.provenance(asset)
         report.add(result)
         self.engine.progress.finished(result)
+
+    def _skip(self, source: Source, asset: Asset, reason: str, report: RunReport) -> None:
+        """A budget guard keeps ``asset`` from starting: report it, fetch nothing."""
+        url, key = self.engine.redact(redact_url(asset.url)), self.engine.redact(asset.key)
+        result = AssetResult(source.name, key, url, "skipped", size=asset.size, error=reason)
+        report.add(result)
+        self.engine.progress.finished(result)
+
+    def _transfer(
+        self, source: Source, asset: Asset, ctx: PlanContext, seen: set[str]
+    ) -> Awaitable[AssetResult]:
+        executor = self.engine.executor
+        if executor is None:
+            return self._fetch(source, asset, ctx, seen)
+        return executor.fetch(self, source, asset, ctx, seen)
 
     async def _fetch(
         self, source: Source, asset: Asset, ctx: PlanContext, seen: set[str]
@@ -293,6 +394,10 @@ class _Fetcher:
             prior = await self._prior(source, key)
             if prior is not None and _contradicts(asset, prior):
                 prior = None  # the archive publishes something else now: fetch it whole
+            if prior is None and asset.sha256:
+                present = await self._present(source, asset, key, url)
+                if present is not None:
+                    return present
             conditions = Conditions(prior.etag, prior.last_modified) if prior else Conditions()
             async with asyncio.timeout(self.engine.config.defaults.asset_timeout):
                 async for attempt in self.engine.retry.attempts(url):
@@ -309,7 +414,7 @@ class _Fetcher:
             error = describe(exc)
         return AssetResult(
             source.name,
-            asset.key,
+            self.engine.redact(asset.key),  # a key may carry a secret that was in the URL
             url,
             "failed",
             attempts=attempts,
@@ -323,6 +428,32 @@ class _Fetcher:
             return None
         stored = await self.raw.stat(f"{source.name}/{key}")
         return prior if stored is not None and stored.size == prior.size else None
+
+    async def _present(
+        self, source: Source, asset: Asset, key: str, url: str
+    ) -> AssetResult | None:
+        """The store already holds the published bytes (checked by sha256): nothing to fetch."""
+        assert asset.sha256 is not None
+        store_key = f"{source.name}/{key}"
+        if await self.raw.object_sha256(store_key) != asset.sha256.lower():
+            return None
+        info = await self.raw.stat(store_key)
+        if info is None:
+            return None
+        record = LedgerRecord(
+            source.name,
+            key,
+            url,
+            None,
+            None,
+            info.size,
+            asset.sha256.lower(),
+            now_iso(),
+            self.run_id,
+            _provenance_json(self.engine.provenance(asset)),
+        )
+        await self.ledger.put(record)
+        return _unchanged(source, key, url, record)
 
     def _opener(
         self, asset: Asset, ctx: PlanContext
@@ -348,7 +479,9 @@ class _Fetcher:
                     raise FetchError("the server answered 304 Not Modified to a plain GET")
                 return _unchanged(source, key, url, prior)
             try:
-                async with await self.raw.open_writer(store_key) as writer:
+                async with await self.raw.open_writer(
+                    store_key, size=asset.size, sha256=asset.sha256
+                ) as writer:
                     landed = await self._stream(asset, download, writer)
                     return await self._land(
                         source, asset, key, url, writer, landed, download, prior
@@ -380,6 +513,7 @@ class _Fetcher:
             await writer.write(chunk)
             size += len(chunk)
             self.engine.progress.transferred(len(chunk))
+            self.budget.streamed(len(chunk))
         _check_length(asset, download, size)
         digests.verify()
         return _Landed(digests.sha256, size, validator.finish())
@@ -458,9 +592,13 @@ class _Fetcher:
             sha256,
             now_iso(),
             run_id,
-            json.dumps(provenance, sort_keys=True) if provenance else None,
+            _provenance_json(provenance),
         )
         await self.ledger.put(record)
+
+
+def _provenance_json(provenance: dict[str, Any] | None) -> str | None:
+    return json.dumps(provenance, sort_keys=True) if provenance else None
 
 
 def _contradicts(asset: Asset, prior: LedgerRecord) -> bool:
