@@ -58,7 +58,7 @@ def s3_server() -> Iterator[MotoServer]:
 
 
 @pytest.fixture
-def s3(s3_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
+def s3(s3_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
     """The session's S3 server, emptied, with test credentials and endpoint in the environment."""
     if s3_server.process is None or s3_server.process.poll() is not None:
         s3_server.start()  # a test stopped it on purpose
@@ -68,4 +68,4 @@ def s3(s3_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoS
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(name, raising=False)
-    yield s3_server
+    return s3_server

@@ -260,10 +260,8 @@ def _resolve_cubes(
             )
         if spec.converter not in converters:
             known = ", ".join(sorted(converters)) or "none"
-            raise ConfigError(
-                f"{label}: {where} converter: unknown converter {spec.converter!r} "
-                f"(known: {known})"
-            )
+            message = f"unknown converter {spec.converter!r} (known: {known})"
+            raise ConfigError(f"{label}: {where} converter: {message}")
         cubes[name] = spec
     return cubes
 

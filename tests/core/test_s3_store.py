@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import base64
+import dataclasses
 import hashlib
 import os
 import tracemalloc
@@ -112,9 +112,7 @@ async def test_published_sha256_goes_into_metadata_of_a_multipart_object(
     assert head["Metadata"]["sha256"] == sha
 
 
-async def test_checksum_mismatch_aborts_and_leaves_nothing(
-    store: S3Store, s3: MotoServer
-) -> None:
+async def test_checksum_mismatch_aborts_and_leaves_nothing(store: S3Store, s3: MotoServer) -> None:
     data = body_of(2 * PART + 1)
     wrong = hashlib.sha256(b"something else").hexdigest()
     with pytest.raises(IntegrityError, match="sha256 mismatch"):
@@ -156,9 +154,7 @@ async def test_cancellation_aborts_the_multipart_upload(store: S3Store, s3: Moto
 
 
 async def test_same_bytes_twice_make_one_version(store: S3Store, s3: MotoServer) -> None:
-    s3.client().put_bucket_versioning(
-        Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"}
-    )
+    s3.client().put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     for size in (10, 2 * PART + 3):
         data = body_of(size, seed=size)
         await upload(store, f"v{size}", data)
@@ -259,7 +255,11 @@ async def test_an_interrupted_upload_continues_sending_only_missing_parts(
                 await again.commit(sha)
         finally:
             await second.close()
-        sent = sorted(line.split("partNumber=")[1].split("&")[0] for line in proxy.seen if "partNumber=" in line and line.startswith("PUT"))
+        sent = sorted(
+            line.split("partNumber=")[1].split("&")[0]
+            for line in proxy.seen
+            if "partNumber=" in line and line.startswith("PUT")
+        )
     assert again.resumed_parts == 3  # type: ignore[attr-defined]
     assert sent == ["4", "5", "6"]
     assert s3.client().get_object(Bucket=BUCKET, Key="raw/resume.bin")["Body"].read() == data
@@ -312,14 +312,14 @@ async def test_recover_aborts_uploads_left_for_more_than_a_day(
     ledger.close()
 
 
-async def test_a_body_of_one_part_diverts_to_another_store(
-    store: S3Store, s3: MotoServer
-) -> None:
+async def test_a_body_of_one_part_diverts_to_another_store(store: S3Store, s3: MotoServer) -> None:
     other = make_store(s3.endpoint, prefix="quarantine")
     try:
         async with await store.open_writer("page.html") as writer:
             await writer.write(b"<html>login</html>")
-            await writer.divert(other, "src/page.html", hashlib.sha256(b"<html>login</html>").hexdigest())
+            await writer.divert(
+                other, "src/page.html", hashlib.sha256(b"<html>login</html>").hexdigest()
+            )
     finally:
         await other.close()
     assert await store.stat("page.html") is None

@@ -62,9 +62,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 def objects(client: Any, bucket: str, prefix: str = "") -> dict[str, bytes]:
     listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
-    return {
-        o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed
-    }
+    return {o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
 
 
 def pending(client: Any, bucket: str) -> list[Any]:
@@ -130,9 +128,7 @@ def test_s3_server_gone_mid_upload_fails_cleanly_and_a_rerun_completes(
     with ArchiveServer() as archive:
         url = archive.add("cube.bin", big)
         archive.fault("cube.bin", f"stall_after:{11 * MiB}:4")
-        sources = write_sources(
-            tmp_path, own_server.endpoint, [url], (tmp_path / "logs").as_uri()
-        )
+        sources = write_sources(tmp_path, own_server.endpoint, [url], (tmp_path / "logs").as_uri())
         process = start_cli(sources, tmp_path)
         wait_for(lambda: parts_uploaded(client) >= 2, process)
         own_server.stop()

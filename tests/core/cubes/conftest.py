@@ -22,14 +22,46 @@ def era5_like(path: Path, hours: range, *, seed: int = 0, lat: int = 9, lon: int
     t2m[0, 0, 0] = np.nan  # ERA5 land-sea gaps: NaN after masking
     data = xr.Dataset(
         {
-            "t2m": (("time", "latitude", "longitude"), t2m, {"units": "K", "long_name": "2 metre temperature", "standard_name": "air_temperature"}),
-            "q": (("time", "latitude", "longitude"), (rng.random(shape) * 0.02).astype("float32"), {"units": "kg kg**-1", "long_name": "Specific humidity"}),
-            "tcc": (("time", "latitude", "longitude"), rng.random(shape).astype("float32"), {"units": "(0 - 1)", "long_name": "Total cloud cover"}),
+            "t2m": (
+                ("time", "latitude", "longitude"),
+                t2m,
+                {
+                    "units": "K",
+                    "long_name": "2 metre temperature",
+                    "standard_name": "air_temperature",
+                },
+            ),
+            "q": (
+                ("time", "latitude", "longitude"),
+                (rng.random(shape) * 0.02).astype("float32"),
+                {"units": "kg kg**-1", "long_name": "Specific humidity"},
+            ),
+            "tcc": (
+                ("time", "latitude", "longitude"),
+                rng.random(shape).astype("float32"),
+                {"units": "(0 - 1)", "long_name": "Total cloud cover"},
+            ),
         },
         coords={
-            "time": ("time", np.array(list(hours), dtype="int64") + 1_000_000, {"units": "hours since 1900-01-01 00:00:00.0", "calendar": "gregorian", "long_name": "time"}),
-            "latitude": ("latitude", np.linspace(60, 50, lat).astype("float32"), {"units": "degrees_north"}),
-            "longitude": ("longitude", np.linspace(0, 11, lon).astype("float32"), {"units": "degrees_east"}),
+            "time": (
+                "time",
+                np.array(list(hours), dtype="int64") + 1_000_000,
+                {
+                    "units": "hours since 1900-01-01 00:00:00.0",
+                    "calendar": "gregorian",
+                    "long_name": "time",
+                },
+            ),
+            "latitude": (
+                "latitude",
+                np.linspace(60, 50, lat).astype("float32"),
+                {"units": "degrees_north"},
+            ),
+            "longitude": (
+                "longitude",
+                np.linspace(0, 11, lon).astype("float32"),
+                {"units": "degrees_east"},
+            ),
         },
         attrs={"Conventions": "CF-1.6", "history": "test file shaped like ERA5"},
     )

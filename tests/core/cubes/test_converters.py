@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import zarr
 
-from astroingest.cubes import ConvertInput, CubeError, CubeLocation, CubeSpec, CubeWriter, Layout, read_manifest
+from astroingest.cubes import (
+    ConvertInput,
+    CubeError,
+    CubeLocation,
+    CubeSpec,
+    CubeWriter,
+    Layout,
+    read_manifest,
+)
 from astroingest.cubes.grid import GRID
 from astroingest.cubes.sequences import SEQUENCES
 from astroingest.cubes.table import TABLE
@@ -21,10 +29,14 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 def convert(converter, tmp_path: Path, files: list[Path], **spec: object):  # type: ignore[no-untyped-def]
     location = CubeLocation((tmp_path / "cubes" / converter.name).as_uri())
     table = CubeSpec.model_validate({"from": ["src"], "converter": converter.name, **spec})
-    layout = Layout(table.sample_dim or converter.sample_dim, table.chunks, grows=tuple(converter.grows))
+    layout = Layout(
+        table.sample_dim or converter.sample_dim, table.chunks, grows=tuple(converter.grows)
+    )
     with CubeWriter(location, converter.name, converter.name, layout) as writer:
         for path in files:
-            converter.convert(ConvertInput(path, "src", path.name, "sha-" + path.name, table), writer)
+            converter.convert(
+                ConvertInput(path, "src", path.name, "sha-" + path.name, table), writer
+            )
         manifest = writer.commit({f"src/{p.name}": "sha" for p in files}, {})
     _, session = read_manifest(location)
     return manifest, zarr.open_group(session.store, mode="r"), session
@@ -33,7 +45,9 @@ def convert(converter, tmp_path: Path, files: list[Path], **spec: object):  # ty
 def test_grid_keeps_variables_attributes_and_appends_new_steps_only(tmp_path: Path) -> None:
     first = era5_like(tmp_path / "jan.nc", range(0, 30))
     era5_like(tmp_path / "jan_again.nc", range(20, 40))  # overlaps hours 20-29
-    manifest, group, session = convert(GRID, tmp_path, [tmp_path / "jan.nc", tmp_path / "jan_again.nc"])
+    manifest, group, session = convert(
+        GRID, tmp_path, [tmp_path / "jan.nc", tmp_path / "jan_again.nc"]
+    )
     assert manifest is not None
     assert sorted(manifest.variables) == ["q", "t2m", "tcc"]
     assert group["t2m"].shape == (40, 9, 12)
@@ -73,7 +87,9 @@ def test_table_from_a_gaia_votable_keeps_units_descriptions_and_nulls(tmp_path: 
     assert group["ra"].attrs["description"] == "Right ascension"
     assert group["designation"][:].tolist()[0].startswith("Gaia DR3 ")
     # Gaia leaves some columns empty for these stars: masked, NaN where float.
-    masked = [name for name in group.array_keys() if name.endswith("_mask") and group[name][:].any()]
+    masked = [
+        name for name in group.array_keys() if name.endswith("_mask") and group[name][:].any()
+    ]
     assert masked, "expected null cells in the recorded result"
     for mask_name in masked:
         column = group[mask_name].attrs["mask_for"]
@@ -91,7 +107,12 @@ def test_table_from_tap_json_and_from_csv(tmp_path: Path) -> None:
 
     csv_path = tmp_path / "sgra.csv"
     shutil.copy(FIXTURES / "eso" / "tap_obs_dbo_raw_sgra_DERIVED_pandas.csv", csv_path)
-    manifest, group, _ = convert(TABLE, tmp_path / "c", [csv_path], variables=["access_estsize", "dec", "instrument", "det_chip1id"])
+    manifest, group, _ = convert(
+        TABLE,
+        tmp_path / "c",
+        [csv_path],
+        variables=["access_estsize", "dec", "instrument", "det_chip1id"],
+    )
     assert manifest is not None
     assert group["access_estsize"].dtype == np.int64 and group["access_estsize"][0] == 18026
     assert group["dec"].dtype == np.float64

@@ -31,7 +31,11 @@ def batch(start: int, count: int, seed: int = 0) -> Batch:
     return Batch(
         {"t2m": Array(("time", "lat", "lon"), t2m, {"units": "K"})},
         {
-            "time": Array(("time",), np.arange(start, start + count, dtype="int64"), {"units": "hours since 1900-01-01"}),
+            "time": Array(
+                ("time",),
+                np.arange(start, start + count, dtype="int64"),
+                {"units": "hours since 1900-01-01"},
+            ),
             "lat": Array(("lat",), np.arange(4.0)),
             "lon": Array(("lon",), np.arange(6.0)),
         },
@@ -110,7 +114,9 @@ def test_a_writer_killed_before_commit_leaves_the_last_version_whole(
             os.kill(os.getpid(), signal.SIGKILL)
         """
     )
-    killed = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, check=False)
+    killed = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, check=False
+    )
     assert killed.returncode == -9, killed.stderr
     manifest, session = read_manifest(location)
     import zarr
@@ -136,7 +142,11 @@ def test_a_different_grid_is_refused(location: CubeLocation) -> None:
     write(location, batch(0, 4), inputs={"a.nc": "1"})
     other = Batch(
         {"t2m": Array(("time", "lat", "lon"), np.zeros((2, 4, 6), "float32"))},
-        {"time": Array(("time",), np.arange(50, 52)), "lat": Array(("lat",), np.arange(4.0) + 1), "lon": Array(("lon",), np.arange(6.0))},
+        {
+            "time": Array(("time",), np.arange(50, 52)),
+            "lat": Array(("lat",), np.arange(4.0) + 1),
+            "lon": Array(("lon",), np.arange(6.0)),
+        },
     )
     with pytest.raises(CubeError, match="coordinate 'lat' differs"):
         write(location, other, inputs={"b.nc": "2"})
