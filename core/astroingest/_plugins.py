@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pluggy
 
@@ -18,8 +18,13 @@ from astroingest._exceptions import PluginConflictError, PluginError
 from astroingest._hosts import HostLimit
 from astroingest._sources import SourceType
 from astroingest._version import __version__
+from astroingest.commands import Command
+from astroingest.cubes._converters import ConverterType
 from astroingest.stores._base import StoreType
 from astroingest.validation._base import ValidatorType
+
+if TYPE_CHECKING:
+    from astroingest.doctor import DoctorCheck
 
 log = logging.getLogger("astroingest")
 
@@ -29,7 +34,9 @@ DISABLE_ENV = "ASTROINGEST_DISABLE_PLUGINS"
 # Core registers its own built-ins exactly like anyone else's plugins (as pytest does).
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "astroingest.stores.local",
+    "astroingest.stores.s3",
     "astroingest.validation.builtin",
+    "astroingest.cubes.builtin",
     "astroingest_plugins.http",
     "astroingest_plugins.files",
     "astroingest_plugins.hosts",
@@ -99,8 +106,25 @@ class Host:
         )
         return {n: t for n, (t, _) in found.items()}
 
+    def converters(self) -> dict[str, ConverterType]:
+        found: dict[str, tuple[ConverterType, str]] = self._collect(
+            "astroingest_converters", "cube converter", lambda t: t.name
+        )
+        return {n: t for n, (t, _) in found.items()}
+
     def host_limits(self) -> list[HostLimit]:
         return [limit for limits in self.pm.hook.astroingest_host_limits() for limit in limits]
+
+    def doctor_checks(self) -> list[tuple[DoctorCheck, str]]:
+        """Every plugin's doctor checks, each with the name of the plugin that gave it."""
+        impls = self.pm.hook.astroingest_doctor_checks.get_hookimpls()
+        return [(check, impl.plugin_name) for impl in impls for check in self._call(impl)]
+
+    def commands(self) -> dict[str, Command]:
+        found: dict[str, tuple[Command, str]] = self._collect(
+            "astroingest_commands", "command", lambda c: c.name
+        )
+        return {n: c for n, (c, _) in found.items()}
 
     def hooks_of(self, name: str) -> list[str]:
         plugin = self.pm.get_plugin(name)

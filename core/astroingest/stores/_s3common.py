@@ -9,6 +9,7 @@ standard ``AWS_ENDPOINT_URL``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -123,6 +124,22 @@ def classify(error: BaseException, bucket: str, action: str) -> Exception:
         return RetryableError(f"S3 {action} on bucket {bucket!r}: {code}")
     hint = _HINTS.get(code, "")
     return StoreError(f"S3 {action} on bucket {bucket!r} failed: {code}{hint}")
+
+
+async def s3_request(
+    client: Any, action: str, *, absent: tuple[str, ...] = (), **kwargs: Any
+) -> Any:
+    """One S3 request by its API name ("HeadObject"), failures classified (``classify``).
+
+    Error codes listed in ``absent`` (a missing key, no such configuration) return None.
+    """
+    method = re.sub(r"(?<!^)(?=[A-Z])", "_", action).lower()
+    try:
+        return await getattr(client, method)(**kwargs)
+    except Exception as error:
+        if absent and error_code(error) in absent:
+            return None
+        raise classify(error, str(kwargs.get("Bucket", "?")), action) from None
 
 
 _HINTS = {
