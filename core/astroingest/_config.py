@@ -119,22 +119,27 @@ class Config:
         return self.store.quarantine or self.store.logs.rstrip("/") + "/quarantine"
 
 
+def read_toml(path: Path) -> tuple[str, dict[str, Any]]:
+    """The file's text and its TOML tables, or a ConfigError with one line of text."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path.name}: not UTF-8 text") from None
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(_toml_line(path.name, text, error)) from None
+
+
 def load_config(path: Path, host: Host, *, keep_undefined: bool = False) -> Config:
     """Read and validate ``path``; every problem is a ConfigError with one line of text.
 
     ``keep_undefined`` leaves undefined ``${VAR}`` as written (``doctor`` names them).
     """
     label = path.name
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{label}: not UTF-8 text") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(_toml_line(label, text, error)) from None
+    text, data = read_toml(path)
     secrets: set[str] = set()
     try:
         env = environment_for(path)

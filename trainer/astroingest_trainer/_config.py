@@ -7,7 +7,6 @@ credentials only from the standard AWS chain.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic import ValidationError as PydanticValidationError
 
 from astroingest._budget import parse_size
-from astroingest._config import _pydantic_line, _toml_line
+from astroingest._config import _pydantic_line, read_toml
 from astroingest._exceptions import ConfigError
 
 SCHEMES = ("file", "s3")
@@ -126,16 +125,7 @@ class TrainConfig:
 
 def load_train_config(path: Path) -> TrainConfig:
     label = path.name
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{label}: not UTF-8 text") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(_toml_line(label, text, error)) from None
+    text, data = read_toml(path)
     try:
         root = _Root.model_validate(data)
     except PydanticValidationError as error:
